@@ -105,8 +105,8 @@ def _message(err: Any, data: Any) -> tuple[Loc, str]:
         parent = _dig(data, loc[:-1])
         return loc, (
             f"is not a known key (a typo, or an option that does not exist); got {given!r}"
-            if not isinstance(parent, dict) else
-            "is not a known key (a typo, or an option that does not exist)"
+            if not isinstance(parent, dict)
+            else "is not a known key (a typo, or an option that does not exist)"
         )
     if typ in ("float_parsing", "float_type", "finite_number"):
         what = "a number"
@@ -129,8 +129,12 @@ def _message(err: Any, data: Any) -> tuple[Loc, str]:
     if typ == "literal_error":
         return loc, f"must be one of {ctx.get('expected')}, got {given!r}"
     if typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-               "less_than_equal": "<="}[typ]
+        sym = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[typ]
         bound = next(iter(ctx.values()))
         return loc, f"must be {sym} {bound}, got {given!r}"
     if typ == "string_pattern_mismatch":
@@ -152,7 +156,7 @@ def parse_plant(text: str, name: str = "<config>") -> PlantConfig:
         >>> parse_plant("site: {id: p1}\\nlines: [{id: l1, area: cells}]\\n").site.id
         'p1'
         >>> try:
-        ...     parse_plant("site: {id: p1}\\nlines: [{id: l1, area: cells, speed: 3}]\\n", "p.yaml")
+        ...     parse_plant("site: {id: p1}\\nlines: [{id: l1, area: c, speed: 3}]\\n", "p.yaml")
         ... except ConfigError as e:
         ...     print(e)
         p.yaml:2 lines[0].speed: is not a known key (a typo, or an option that does not exist)
@@ -167,13 +171,16 @@ def parse_plant(text: str, name: str = "<config>") -> PlantConfig:
         raise ConfigError([Problem(name, line, "", f"is not valid YAML: {reason}")]) from None
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"{type(data).__name__} {data!r}"
-        raise ConfigError([Problem(name, 1, "", f"must be a mapping with site and lines, got {got}")])
+        raise ConfigError(
+            [Problem(name, 1, "", f"must be a mapping with site and lines, got {got}")]
+        )
     lines: dict[Loc, int] = {}
     dups: list[tuple[Loc, int]] = []
     if root is not None:
         _lines(root, (), lines, dups)
-    problems = [Problem(name, ln, _path(loc), "appears twice; only one may be given")
-                for loc, ln in dups]
+    problems = [
+        Problem(name, ln, _path(loc), "appears twice; only one may be given") for loc, ln in dups
+    ]
     try:
         cfg = PlantConfig.model_validate(data)
     except ValidationError as e:
@@ -182,7 +189,9 @@ def parse_plant(text: str, name: str = "<config>") -> PlantConfig:
             problems.append(Problem(name, _line_of(loc, lines), _path(loc), msg))
         raise ConfigError(sorted(problems, key=lambda p: p.line)) from None
     for loc, allowed, given in cross_check(cfg):
-        problems.append(Problem(name, _line_of(loc, lines), _path(loc), f"{allowed}, got {given!r}"))
+        problems.append(
+            Problem(name, _line_of(loc, lines), _path(loc), f"{allowed}, got {given!r}")
+        )
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))
     return cfg

@@ -54,7 +54,7 @@ class Ewma:
 
     Examples:
         >>> rng = np.random.default_rng(1)
-        >>> det = Ewma(lam=0.2, L=3.0).fit(rng.normal(10.0, 1.0, size=(200, 2)))
+        >>> det = Ewma(lam=0.2, L=4.0).fit(rng.normal(10.0, 1.0, size=(200, 2)))
         >>> shifted = rng.normal(10.0, 1.0, size=(50, 2)) + [0.0, 2.0]
         >>> res = det.update(shifted)
         >>> bool(res.signal[:, 0].any()), bool(res.signal[:, 1].any())
@@ -74,7 +74,9 @@ class Ewma:
                 f"The 'lam' parameter of Ewma must be a float in (0, 1]. Got {lam!r} instead."
             )
         if isinstance(L, bool) or not isinstance(L, int | float) or not L > 0.0:
-            raise ParameterError(f"The 'L' parameter of Ewma must be a float > 0. Got {L!r} instead.")
+            raise ParameterError(
+                f"The 'L' parameter of Ewma must be a float > 0. Got {L!r} instead."
+            )
         if limits not in ("exact", "asymptotic"):
             raise ParameterError(
                 f"The 'limits' parameter of Ewma must be 'exact' or 'asymptotic'. "
@@ -134,7 +136,9 @@ class Ewma:
         c = np.atleast_1d(np.asarray(center, dtype=np.float64))
         s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
         if c.shape != s.shape or c.ndim != 1:
-            raise ValueError(f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}")
+            raise ValueError(
+                f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}"
+            )
         if not np.all(s > 0.0):
             raise BaselineError(f"sigma must be > 0 for every tag, got {s.tolist()}")
         self.center_ = c

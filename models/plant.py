@@ -65,7 +65,9 @@ def _check_url(v: str, schemes: tuple[str, ...]) -> str:
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
-        raise ValueError(f"must be a URL like {schemes[0]}://HOST:PORT with a numeric port") from None
+        raise ValueError(
+            f"must be a URL like {schemes[0]}://HOST:PORT with a numeric port"
+        ) from None
     return v
 
 
@@ -296,7 +298,9 @@ def cross_check(cfg: PlantConfig) -> list[tuple[tuple[str | int, ...], str, Any]
             ids.add(src.id)
             line = lines.get(src.line)
             if line is None:
-                out.append((base + ("line",), f"must be one of the lines ({_names(lines)})", src.line))
+                out.append(
+                    (base + ("line",), f"must be one of the lines ({_names(lines)})", src.line)
+                )
                 continue
             stations = {s.id: s for s in line.stations}
             st = stations.get(src.station)

@@ -67,24 +67,48 @@ def _item(kind: Kind, item: Any) -> Any:
     if kind is Kind.STATS:
         s: Stats = item
         return {
-            "key": _key(s.key), "ts_start": s.ts_start, "ts_end": s.ts_end, "count": s.count,
-            "mean": _num(s.mean), "min": _num(s.minimum), "max": _num(s.maximum), "bad": s.bad,
-            "statistic": _num(s.statistic), "lcl": _num(s.lcl), "ucl": _num(s.ucl),
+            "key": _key(s.key),
+            "ts_start": s.ts_start,
+            "ts_end": s.ts_end,
+            "count": s.count,
+            "mean": _num(s.mean),
+            "min": _num(s.minimum),
+            "max": _num(s.maximum),
+            "bad": s.bad,
+            "statistic": _num(s.statistic),
+            "lcl": _num(s.lcl),
+            "ucl": _num(s.ucl),
         }
     if kind is Kind.DETECTION:
         d: Detection = item
         return {
-            "key": _key(d.key), "ts": d.ts, "rule": d.rule, "value": _num(d.value),
-            "limit": _num(d.limit), "direction": d.direction, "center": _num(d.center),
-            "sigma": _num(d.sigma), "message": d.message,
+            "key": _key(d.key),
+            "ts": d.ts,
+            "rule": d.rule,
+            "value": _num(d.value),
+            "limit": _num(d.limit),
+            "direction": d.direction,
+            "center": _num(d.center),
+            "sigma": _num(d.sigma),
+            "message": d.message,
         }
     e: EdgeStatus = item
     return {
-        "ts": e.ts, "uptime_s": e.uptime_s, "published": e.published, "pending": e.pending,
-        "dropped": e.dropped, "detections": e.detections,
+        "ts": e.ts,
+        "uptime_s": e.uptime_s,
+        "published": e.published,
+        "pending": e.pending,
+        "dropped": e.dropped,
+        "detections": e.detections,
         "sources": [
-            {"source": s.source, "state": s.state, "readings": s.readings,
-             "rejected": s.rejected, "bad_quality": s.bad_quality, "last_error": s.last_error}
+            {
+                "source": s.source,
+                "state": s.state,
+                "readings": s.readings,
+                "rejected": s.rejected,
+                "bad_quality": s.bad_quality,
+                "last_error": s.last_error,
+            }
             for s in e.sources
         ],
     }
@@ -100,8 +124,12 @@ def encode(env: Envelope) -> bytes:
         True
     """
     body = {
-        "schema": env.schema, "edge_id": env.edge_id, "seq": env.seq, "kind": env.kind.value,
-        "sent_ts": env.sent_ts, "items": [_item(env.kind, i) for i in env.items],
+        "schema": env.schema,
+        "edge_id": env.edge_id,
+        "seq": env.seq,
+        "kind": env.kind.value,
+        "sent_ts": env.sent_ts,
+        "items": [_item(env.kind, i) for i in env.items],
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
@@ -160,10 +188,17 @@ def _dstats(x: Any) -> Stats:
     o = _obj(x, "a stats item")
     try:
         return Stats(
-            _dkey(o["key"]), _f(o["ts_start"], "ts_start"), _f(o["ts_end"], "ts_end"),
-            _i(o["count"], "count"), _fn(o["mean"], "mean"), _fn(o["min"], "min"),
-            _fn(o["max"], "max"), _i(o.get("bad", 0), "bad"), _fo(o.get("statistic"), "statistic"),
-            _fo(o.get("lcl"), "lcl"), _fo(o.get("ucl"), "ucl"),
+            _dkey(o["key"]),
+            _f(o["ts_start"], "ts_start"),
+            _f(o["ts_end"], "ts_end"),
+            _i(o["count"], "count"),
+            _fn(o["mean"], "mean"),
+            _fn(o["min"], "min"),
+            _fn(o["max"], "max"),
+            _i(o.get("bad", 0), "bad"),
+            _fo(o.get("statistic"), "statistic"),
+            _fo(o.get("lcl"), "lcl"),
+            _fo(o.get("ucl"), "ucl"),
         )
     except KeyError as e:
         raise WireError(f"stats item lacks {e.args[0]!r}") from None
@@ -173,9 +208,14 @@ def _ddetection(x: Any) -> Detection:
     o = _obj(x, "a detection item")
     try:
         return Detection(
-            _dkey(o["key"]), _f(o["ts"], "ts"), _s(o["rule"], "rule"), _fn(o["value"], "value"),
-            _fn(o["limit"], "limit"), _i(o["direction"], "direction"),
-            _fn(o["center"], "center"), _fn(o["sigma"], "sigma"),
+            _dkey(o["key"]),
+            _f(o["ts"], "ts"),
+            _s(o["rule"], "rule"),
+            _fn(o["value"], "value"),
+            _fn(o["limit"], "limit"),
+            _i(o["direction"], "direction"),
+            _fn(o["center"], "center"),
+            _fn(o["sigma"], "sigma"),
             _s(o.get("message", ""), "message"),
         )
     except KeyError as e:
@@ -187,16 +227,23 @@ def _dstatus(x: Any) -> EdgeStatus:
     try:
         sources = tuple(
             SourceStatus(
-                _s(s["source"], "source"), _s(s["state"], "state"), _i(s["readings"], "readings"),
-                _i(s["rejected"], "rejected"), _i(s["bad_quality"], "bad_quality"),
+                _s(s["source"], "source"),
+                _s(s["state"], "state"),
+                _i(s["readings"], "readings"),
+                _i(s["rejected"], "rejected"),
+                _i(s["bad_quality"], "bad_quality"),
                 _s(s["last_error"], "last_error"),
             )
             for s in (_obj(s, "a source status") for s in o["sources"])
         )
         return EdgeStatus(
-            _f(o["ts"], "ts"), _f(o["uptime_s"], "uptime_s"), sources,
-            _i(o["published"], "published"), _i(o["pending"], "pending"),
-            _i(o["dropped"], "dropped"), _i(o["detections"], "detections"),
+            _f(o["ts"], "ts"),
+            _f(o["uptime_s"], "uptime_s"),
+            sources,
+            _i(o["published"], "published"),
+            _i(o["pending"], "pending"),
+            _i(o["dropped"], "dropped"),
+            _i(o["detections"], "detections"),
         )
     except KeyError as e:
         raise WireError(f"status item lacks {e.args[0]!r}") from None

@@ -116,8 +116,8 @@ def influxd(tmp: Path, port: int | None = None) -> Iterator[tuple[str, subproces
         f'[meta]\n  dir = "{base}/meta"\n'
         f'[data]\n  dir = "{base}/data"\n  wal-dir = "{base}/wal"\n  query-log-enabled = false\n'
         f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
-        '[monitor]\n  store-enabled = false\n'
-        '[continuous_queries]\n  enabled = false\n'
+        "[monitor]\n  store-enabled = false\n"
+        "[continuous_queries]\n  enabled = false\n"
     )
     log = open(base / "influxd.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([binary, "-config", str(conf)], stdout=log, stderr=log)

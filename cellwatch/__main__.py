@@ -1,0 +1,5 @@
+"""Allows ``python -m cellwatch``."""
+
+from cellwatch.cli import main
+
+raise SystemExit(main())

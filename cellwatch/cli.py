@@ -1,0 +1,193 @@
+"""The ``cellwatch`` command: one entry point for the demo, the simulator, the edge agent, the
+server and config checks.
+
+Every sub-command turns expected failures (a broken config file, a port that is taken, a broker
+that cannot be reached) into one line on stderr and a non-zero exit code, never a traceback:
+the people running it are line engineers and gateway operators, not Python developers.
+Exit codes: 0 success, 1 runtime failure, 2 bad config or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from models.configfile import ConfigError, parse_plant
+from models.plant import PlantConfig
+
+__all__ = ["CliError", "load_config", "main", "run_until_signal"]
+
+#: The example plant shipped with the source tree; what the demo runs on by default.
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "plant.example.yaml"
+
+
+class CliError(Exception):
+    """An expected failure, printed as one line."""
+
+
+def load_config(path: Path) -> PlantConfig:
+    """Read and validate a plant file; raises `ConfigError` or `CliError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CliError(f"cannot read config {path}: {e.strerror or e}") from None
+    return parse_plant(text, str(path))
+
+
+async def run_until_signal(body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``body(stop)``; SIGINT and SIGTERM set ``stop`` so the body can shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await body(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    bad = 0
+    for f in args.files:
+        try:
+            cfg = load_config(Path(f))
+        except ConfigError as e:
+            bad += 1
+            for p in e.problems:
+                print(p, file=sys.stderr)
+            continue
+        n_params = sum(len(s.params) for ln in cfg.lines for s in ln.stations)
+        n_sources = len(cfg.sources.opcua) + len(cfg.sources.mqtt)
+        print(f"{f}: ok ({len(cfg.lines)} lines, {n_params} params, {n_sources} sources)")
+    return 2 if bad else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cellwatch.demo import DemoOptions, run_demo
+
+    cfg = load_config(Path(args.config))
+    opts = DemoOptions(
+        broker_url=args.broker,
+        influxdb_url=args.influxdb,
+        http_port=args.http_port,
+        opcua_port=args.opcua_port,
+        mqtt_port=args.mqtt_port,
+        duration_s=args.duration,
+        summary_path=Path(args.summary) if args.summary else None,
+        seed=args.seed,
+        fault_at_s=args.fault_at,
+        db_path=args.db,
+    )
+    return asyncio.run(run_until_signal(lambda stop: run_demo(cfg, opts, stop))) or 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from cellwatch.services import run_sim
+
+    asyncio.run(run_until_signal(lambda stop: run_sim(args, stop)))
+    return 0
+
+
+def _edge(args: argparse.Namespace) -> int:
+    from cellwatch.services import run_edge
+
+    cfg = load_config(Path(args.config))
+    asyncio.run(run_until_signal(lambda stop: run_edge(cfg, stop)))
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    from cellwatch.services import run_server
+
+    cfg = load_config(Path(args.config))
+    asyncio.run(run_until_signal(lambda stop: run_server(cfg, stop)))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cellwatch", description="Quality monitoring for lithium-ion cell production lines."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="simulator, broker, edge agent, server and dashboard at once")
+    d.add_argument(
+        "--config", default=str(EXAMPLE_CONFIG), help="plant file (default: %(default)s)"
+    )
+    d.add_argument(
+        "--broker", metavar="URL", help="use this MQTT broker instead of the embedded one"
+    )
+    d.add_argument("--influxdb", metavar="URL", help="also write series to this InfluxDB 1.x")
+    d.add_argument("--http-port", type=int, default=None, help="dashboard port (0 = any free)")
+    d.add_argument("--opcua-port", type=int, default=4840, help="simulator OPC UA port (0 = any)")
+    d.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (0 = any)")
+    d.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    d.add_argument("--summary", metavar="FILE", help="write a JSON summary here when stopping")
+    d.add_argument("--seed", type=int, default=1, help="simulator random seed")
+    d.add_argument(
+        "--fault-at",
+        type=float,
+        default=40.0,
+        metavar="S",
+        help="seconds after start when lane 3 side A drifts by +1.5 sigma",
+    )
+    d.add_argument("--db", metavar="FILE", help="alert database (default: a fresh temporary file)")
+    d.set_defaults(func=_demo)
+
+    s = sub.add_parser("sim", help="run the plant simulator alone")
+    s.add_argument("--opcua-host", default="127.0.0.1")
+    s.add_argument("--opcua-port", type=int, default=4840)
+    s.add_argument(
+        "--broker",
+        metavar="URL",
+        default="mqtt://127.0.0.1:1883",
+        help="broker for the formation channels ('none' to skip MQTT)",
+    )
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--rate-hz", type=float, default=2.0)
+    s.add_argument("--fault-at", type=float, default=40.0, metavar="S")
+    s.add_argument("--no-fault", action="store_true", help="run without the scripted drift")
+    s.add_argument("--truth", metavar="FILE", help="write the ground-truth JSONL log here")
+    s.set_defaults(func=_sim)
+
+    e = sub.add_parser("edge", help="run the edge agent for a plant file")
+    e.add_argument("--config", required=True)
+    e.set_defaults(func=_edge)
+
+    v = sub.add_parser("server", help="run the central server for a plant file")
+    v.add_argument("--config", required=True)
+    v.set_defaults(func=_server)
+
+    c = sub.add_parser("check-config", help="validate plant files; exit 2 listing every problem")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(func=_check_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("asyncua", "amqtt", "transitions", "httpx", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if not args.verbose else logging.INFO)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        return 2
+    except (CliError, OSError) as e:
+        print(f"cellwatch: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

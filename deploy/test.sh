@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole cellwatch test suite from a fresh clone: installs Mosquitto and InfluxDB 1.x
+# from the distribution when they are missing (the integration tests start their own instances
+# on free loopback ports), sets up .venv with the test extra, then runs ruff and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+
+missing=()
+{ command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null 2>&1 || missing+=(mosquitto)
+command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+EXTRAS=test bash deploy/setup.sh
+.venv/bin/python -m ruff check .
+.venv/bin/python -m pytest "$@"

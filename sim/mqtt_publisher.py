@@ -1,0 +1,190 @@
+"""The formation cabinets' MQTT side: per-channel batches of samples, published once a second.
+
+Cyclers in the field often push JSON over MQTT rather than serve OPC UA, and they batch: one
+message per channel per second holding equal-length arrays
+``{"ts": [...], "v": [...], "i": [...], "q": [...], "t": [...]}`` (epoch seconds, volts, amperes,
+ampere-hours, degrees Celsius) on ``sim/line1/formation/cabNN/chNN``, the layout the demo plant
+config maps. Messages go out at QoS 1 through paho's network thread, which also reconnects with
+a bounded back-off when the broker goes away; while it is away paho keeps up to
+``max_queued`` messages and resends them, and anything beyond that is dropped and counted, never
+an exception in the caller. Counters distinguish samples handed to paho from samples the broker
+acknowledged, so "published" means what it says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+from sim.error import SimError
+from sim.formation import FormationSample
+
+__all__ = ["FormationPublisher", "parse_broker_url"]
+
+log = logging.getLogger(__name__)
+
+#: Payload keys, in the order of the arrays of ``FormationSample``.
+KEYS = ("ts", "v", "i", "q", "t")
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """Host and port of an ``mqtt://HOST[:PORT]`` URL (port 1883 if absent).
+
+    >>> parse_broker_url("mqtt://127.0.0.1:1884")
+    ('127.0.0.1', 1884)
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise SimError(f"broker URL {url!r} is not valid: {exc}") from None
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise SimError(f"broker URL {url!r} must look like mqtt://HOST:PORT")
+    return parts.hostname, port
+
+
+class FormationPublisher:
+    """Buffers formation samples per channel and publishes each channel's batch on ``flush``."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        topic_prefix: str = "sim/line1/formation",
+        client_id: str | None = None,
+        max_queued: int = 10_000,
+        keepalive_s: int = 30,
+    ) -> None:
+        self.host, self.port = parse_broker_url(broker_url)
+        self.topic_prefix = topic_prefix.rstrip("/")
+        self.keepalive_s = keepalive_s
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"cellwatch-sim-{uuid.uuid4().hex[:8]}",
+        )
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.max_queued_messages_set(max_queued)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._buffers: dict[tuple[int, int], list[list[float]]] = {}
+        self._lock = threading.Lock()
+        self._pending: dict[int, int] = {}
+        self._early_acks: set[int] = set()
+        self._acked_samples = 0
+        self._acked_messages = 0
+        self._queued_samples = 0
+        self._dropped_samples = 0
+        self._started = False
+        self.connected = threading.Event()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Samples handed to paho (``queued``), acknowledged by the broker (``published``),
+        dropped because paho's queue was full (``dropped``), and acknowledged ``messages``."""
+        with self._lock:
+            return {
+                "queued": self._queued_samples,
+                "published": self._acked_samples,
+                "dropped": self._dropped_samples,
+                "messages": self._acked_messages,
+            }
+
+    def topic(self, cabinet: int, channel: int) -> str:
+        """Topic of a channel, 1-based: ``sim/line1/formation/cab01/ch02``."""
+        return f"{self.topic_prefix}/cab{cabinet:02d}/ch{channel:02d}"
+
+    async def start(self) -> None:
+        """Start connecting in the background; an absent broker is retried, not an error."""
+        self._client.connect_async(self.host, self.port, keepalive=self.keepalive_s)
+        self._client.loop_start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Disconnect and join paho's thread without blocking the event loop."""
+        if not self._started:
+            return
+        self._started = False
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    def add(self, sample: FormationSample) -> None:
+        """Append one sample of every channel to that channel's pending batch."""
+        rows = zip(
+            sample.voltage.tolist(),
+            sample.current.tolist(),
+            sample.capacity.tolist(),
+            sample.temperature.tolist(),
+            strict=True,
+        )
+        for cab, (vs, is_, qs, ts) in enumerate(rows, start=1):
+            for ch, values in enumerate(zip(vs, is_, qs, ts, strict=True), start=1):
+                batch = self._buffers.setdefault((cab, ch), [[] for _ in KEYS])
+                batch[0].append(sample.ts)
+                for column, value in zip(batch[1:], values, strict=True):
+                    column.append(value)
+
+    def flush(self) -> int:
+        """Publish every channel's pending batch at QoS 1; returns the samples handed over."""
+        handed = 0
+        buffers, self._buffers = self._buffers, {}
+        for (cab, ch), columns in sorted(buffers.items()):
+            n = len(columns[0])
+            if n == 0:
+                continue
+            payload = json.dumps(dict(zip(KEYS, columns, strict=True)), separators=(",", ":"))
+            # Not under self._lock: paho calls on_publish holding its own message lock, so
+            # holding ours across publish() could deadlock. An acknowledgement that overtakes
+            # the bookkeeping below is parked in _early_acks and settled here.
+            info = self._client.publish(self.topic(cab, ch), payload, qos=1)
+            with self._lock:
+                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    self._dropped_samples += n
+                    log.warning("MQTT queue full: dropped %d samples of cab%02d/ch%02d", n, cab, ch)
+                    continue
+                self._queued_samples += n
+                if info.mid in self._early_acks:
+                    self._early_acks.discard(info.mid)
+                    self._acked_samples += n
+                    self._acked_messages += 1
+                else:
+                    self._pending[info.mid] = n
+            handed += n
+        return handed
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning(
+                "MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason
+            )
+            return
+        log.info("MQTT connected to %s:%d", self.host, self.port)
+        self.connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self.connected.clear()
+        if self._started:
+            log.warning(
+                "MQTT connection to %s:%d lost (%s); reconnecting", self.host, self.port, reason
+            )
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        with self._lock:
+            n = self._pending.pop(mid, None)
+            if n is None:
+                self._early_acks.add(mid)
+                return
+            self._acked_samples += n
+            self._acked_messages += 1
