@@ -7,3 +7,5 @@ broker with QoS 1. `edge.agent.EdgeAgent` wires them together from a `PlantConfi
 about a particular plant is written in this package. The gateway needs numpy, asyncua and
 paho-mqtt only; edge never imports server.
 """
+
+__all__: list[str] = []

@@ -47,7 +47,9 @@ class QueuedSource:
     they are closed. All of these must run on the event loop thread.
     """
 
-    def __init__(self, source_id: str, logger: logging.Logger, queue_size: int = DEFAULT_QUEUE_SIZE):
+    def __init__(
+        self, source_id: str, logger: logging.Logger, queue_size: int = DEFAULT_QUEUE_SIZE
+    ) -> None:
         self.id = source_id
         self.log = logger
         self.state = "disconnected"
@@ -103,6 +105,15 @@ class QueuedSource:
         if item is None:
             raise StopAsyncIteration
         return item
+
+    def drain(self) -> list[Reading]:
+        """Take every reading queued right now without waiting (for a final flush)."""
+        out: list[Reading] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                out.append(item)
+        return out
 
     def status(self) -> SourceStatus:
         """Counters and connection state, for the gateway's status report."""

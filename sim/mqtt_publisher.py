@@ -72,6 +72,8 @@ class FormationPublisher:
         self._client.max_queued_messages_set(max_queued)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._unreachable_logged = False
         self._client.on_publish = self._on_publish
         self._buffers: dict[tuple[int, int], list[list[float]]] = {}
         self._lock = threading.Lock()
@@ -167,7 +169,14 @@ class FormationPublisher:
             )
             return
         log.info("MQTT connected to %s:%d", self.host, self.port)
+        self._unreachable_logged = False
         self.connected.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # Logged once per outage: paho retries every few seconds and would flood the log.
+        if not self._unreachable_logged:
+            self._unreachable_logged = True
+            log.warning("MQTT broker %s:%d unreachable; retrying", self.host, self.port)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

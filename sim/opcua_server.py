@@ -9,13 +9,19 @@ are Doubles with EngineeringUnits and EURange properties, as a real AnalogItem w
 each update writes a DataValue whose SourceTimestamp is the sample time, so collectors can be
 tested on source time rather than arrival time. Updates go straight to the address space
 (``write_attribute_value``), which is cheap enough for dozens of nodes at several Hz.
+
+The server clock (ServerStatus/CurrentTime) is advanced by the sample writes, at most once a
+second, instead of by asyncua's own clock task: that task sleeps a full second between updates
+and makes every shutdown wait for it, and the simulator promises to stop within two seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import socket
+import time
 from datetime import UTC, datetime
 
 from asyncua import Node, Server, ua
@@ -92,6 +98,7 @@ class CoaterServer:
         self._weights: list[list[ua.NodeId]] = []
         self._speed = ua.NodeId()
         self._zones: list[ua.NodeId] = []
+        self._clock_at = 0.0
 
     @property
     def endpoint(self) -> str:
@@ -110,6 +117,7 @@ class CoaterServer:
         server.set_server_name("cellwatch plant simulator")
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.set_identity_tokens([ua.AnonymousIdentityToken])
+        server.disable_clock()
         self._ns = await server.register_namespace(NAMESPACE_URI)
         await self._build(server.nodes.objects)
         try:
@@ -139,6 +147,19 @@ class CoaterServer:
         await server.write_attribute_value(self._speed, _value(sample.web_speed, source, server_ts))
         for node, value in zip(self._zones, sample.dryer.tolist(), strict=True):
             await server.write_attribute_value(node, _value(value, source, server_ts))
+        if time.monotonic() - self._clock_at >= 1.0:
+            self._clock_at = time.monotonic()
+            await self._advance_clock(server, server_ts)
+
+    @staticmethod
+    async def _advance_clock(server: Server, now: datetime) -> None:
+        """Set ServerStatus.CurrentTime (the structure and its component variable) to ``now``."""
+        status_node = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus))
+        status = await status_node.read_value()
+        if status is not None:
+            await status_node.write_value(dataclasses.replace(status, CurrentTime=now))
+        time_node = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime))
+        await time_node.write_value(now, ua.VariantType.DateTime)
 
     async def _build(self, objects: Node) -> None:
         line = await self._object(objects, "Line1", "Line1")

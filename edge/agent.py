@@ -1,0 +1,207 @@
+"""The edge agent: sources, framing windows, monitor and publisher wired from one plant file.
+
+`EdgeAgent` builds one source per entry of ``sources`` (OPC UA and MQTT); entering it
+(``async with``) connects everything and starts background loops that run until the block
+ends: one consumer per source moving admitted readings into the framer, a window loop that
+every ``edge.window_s`` cuts the frames, runs the monitor and publishes per station one
+detection envelope (when there are detections), one telemetry envelope and one stats
+envelope, and a status loop that reports the gateway's health every
+``edge.status_interval_s``. Leaving the block flushes the last window and a final status and
+gives the publisher a moment to have them acknowledged. Nothing about a plant is written here;
+ids, topics and timing all come from the config. A failing window is logged and counted, and
+the loops go on: collection must survive anything a single window or source can throw at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict, deque
+from contextlib import AsyncExitStack
+from typing import Any, Self
+
+from edge.framer import Framer
+from edge.monitor import Monitor
+from edge.mqtt_source import MqttSource
+from edge.opcua_source import OpcUaSource
+from edge.publisher import Publisher
+from edge.source import QueuedSource
+from models.messages import Detection, EdgeStatus, Kind, Reading, Stats
+from models.plant import PlantConfig
+from models.wire import status_topic, topic
+
+__all__ = ["EdgeAgent"]
+
+log = logging.getLogger("cellwatch.edge.agent")
+
+#: Most recent detections kept in memory for `counters` and the demo summary.
+RECENT_DETECTIONS = 1000
+
+
+class EdgeAgent:
+    """One gateway's agent: it runs while entered, ``async with EdgeAgent(cfg): ...``.
+
+    ``await agent.run(stop)`` is the same for callers that hold an `asyncio.Event`.
+    """
+
+    def __init__(self, cfg: PlantConfig) -> None:
+        self.cfg = cfg
+        broker = cfg.broker
+        password = broker.password.get_secret_value() if broker.password is not None else None
+        edge_id = cfg.edge.id
+        self.sources: list[QueuedSource] = [OpcUaSource(s) for s in cfg.sources.opcua]
+        self.sources += [
+            MqttSource(s, broker.url, username=broker.username, password=password,
+                       client_id=f"cellwatch-{edge_id}-{s.id}", keepalive_s=broker.keepalive_s)
+            for s in cfg.sources.mqtt
+        ]
+        self.publisher = Publisher(
+            broker.url, edge_id, max_pending=cfg.edge.max_pending, username=broker.username,
+            password=password, keepalive_s=broker.keepalive_s,
+        )
+        self.framer = Framer()
+        self.monitor = Monitor(cfg)
+        self.detections: deque[Detection] = deque(maxlen=RECENT_DETECTIONS)
+        self.windows = 0
+        self.errors = 0
+        self._areas = {ln.id: ln.area for ln in cfg.lines}
+        self._stack: AsyncExitStack | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = time.monotonic()
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.publisher)
+            for src in self.sources:
+                await stack.enter_async_context(src)
+            self._stack = stack.pop_all()
+        self._started = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._consume(s), name=f"src-{s.id}") for s in self.sources
+        ]
+        self._tasks.append(asyncio.create_task(self._windows(), name="windows"))
+        self._tasks.append(asyncio.create_task(self._status(), name="status"))
+        log.info("edge %s running: %d source(s), window %.3g s", self.cfg.edge.id,
+                 len(self.sources), self.cfg.edge.window_s)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._stack is not None:
+            for src in self.sources:
+                for reading in src.drain():
+                    self.accept(reading)
+            self.window()
+            self._send_status()
+            await self._stack.aclose()  # the publisher, entered first, closes last
+            self._stack = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set (entering the agent for the time if it is not yet)."""
+        if self._stack is not None:
+            await stop.wait()
+            return
+        async with self:
+            await stop.wait()
+
+    # -- loops ------------------------------------------------------------------------------
+
+    async def _consume(self, src: QueuedSource) -> None:
+        async for reading in src:
+            self.accept(reading)
+
+    def accept(self, reading: Reading) -> None:
+        """Take one reading into the current window, if the plant declares its parameter."""
+        if self.monitor.admit(reading):
+            self.framer.add(reading)
+
+    async def _windows(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.cfg.edge.window_s
+        due = loop.time() + period
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self.window()
+            due += period
+            if due < loop.time():  # fell behind (a long window): skip, do not burst
+                due = loop.time() + period
+
+    async def _status(self) -> None:
+        while True:
+            self._send_status()
+            await asyncio.sleep(self.cfg.edge.status_interval_s)
+
+    # -- one window -------------------------------------------------------------------------
+
+    def window(self) -> None:
+        """Cut the current window, run the monitor and publish what it gave, per station."""
+        try:
+            self._window()
+        except Exception:
+            self.errors += 1
+            log.exception("window %d failed; continuing with the next one", self.windows)
+
+    def _window(self) -> None:
+        frames = self.framer.cut()
+        self.windows += 1
+        if not frames:
+            return
+        readings: dict[tuple[str, str], list[Reading]] = defaultdict(list)
+        stats: dict[tuple[str, str], list[Stats]] = defaultdict(list)
+        found: dict[tuple[str, str], list[Detection]] = defaultdict(list)
+        for f in frames:
+            station = (f.line, f.station)
+            out = self.monitor.process(f)
+            readings[station].extend(f.readings)
+            stats[station].extend(out.stats)
+            found[station].extend(out.detections)
+        for station, dets in found.items():
+            if dets:
+                self.detections.extend(dets)
+                for d in dets:
+                    log.warning("detection %s: %s", d.key, d.message)
+                self.publisher.send(self._topic(station, Kind.DETECTION), Kind.DETECTION, dets)
+        for station, rs in readings.items():
+            self.publisher.send(self._topic(station, Kind.TELEMETRY), Kind.TELEMETRY, rs)
+            self.publisher.send(self._topic(station, Kind.STATS), Kind.STATS, stats[station])
+
+    def _topic(self, station: tuple[str, str], kind: Kind) -> str:
+        line, st = station
+        c = self.cfg
+        return topic(c.broker.topic_prefix, c.site.id, self._areas[line], line, st, kind)
+
+    def status(self) -> EdgeStatus:
+        p = self.publisher
+        return EdgeStatus(
+            time.time(), time.monotonic() - self._started, tuple(s.status() for s in self.sources),
+            p.published, p.pending, p.dropped, self.monitor.detections,
+        )
+
+    def _send_status(self) -> None:
+        c = self.cfg
+        self.publisher.send(status_topic(c.broker.topic_prefix, c.site.id, c.edge.id), Kind.STATUS,
+                            [self.status()])
+
+    def counters(self) -> dict[str, Any]:
+        """Totals for a summary: per source, rejections, detections, envelopes, errors."""
+        p = self.publisher
+        return {
+            "sources": {s.id: s.status() for s in self.sources},
+            "readings": {s.id: s.readings for s in self.sources},
+            "rejected": sum(s.rejected for s in self.sources) + self.monitor.rejected,
+            "excluded": self.framer.excluded,
+            "unresolved": sum(getattr(s, "unresolved", 0) for s in self.sources),
+            "detections": self.monitor.detections,
+            "windows": self.windows,
+            "published": p.published,
+            "pending": p.pending,
+            "dropped": p.dropped,
+            "errors": self.errors + self.monitor.fit_errors,
+        }
