@@ -189,5 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, OSError) as e:
         print(f"cellwatch: {e}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as e:
+        print(f"cellwatch {args.command}: needs {e.name}, which this install lacks; "
+              "install the server extra: pip install 'cellwatch[server]'", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

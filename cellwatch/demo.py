@@ -17,7 +17,7 @@ import socket
 import tempfile
 import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -147,6 +147,7 @@ async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> 
         )
         deadline = None if opts.duration_s is None else t0 + opts.duration_s
         shown: set[Any] = set()
+        next_progress = t0 + 10.0
         while not stop.is_set():
             timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.time()))
             try:
@@ -158,6 +159,9 @@ async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> 
                 if key not in shown:
                     shown.add(key)
                     print(_alert_line(alert, t0), flush=True)
+            if time.time() >= next_progress:
+                next_progress += 10.0
+                print(_progress_line(t0, agent, server), flush=True)
             if deadline is not None and time.time() >= deadline:
                 break
         print("cellwatch demo: stopping", flush=True)
@@ -166,6 +170,14 @@ async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> 
         opts.summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         print(f"cellwatch demo: summary written to {opts.summary_path}", flush=True)
     return 0
+
+
+def _progress_line(t0: float, agent: EdgeAgent, server: CentralServer) -> str:
+    edge = agent.counters()
+    per_source = ", ".join(f"{k} {v}" for k, v in edge.get("readings", {}).items())
+    open_alerts = sum(1 for a in server.counters().get("alerts", []) if a.get("status") == "open")
+    return (f"  +{time.time() - t0:.0f} s: readings {per_source}; "
+            f"detections {edge.get('detections', 0)}; open alerts {open_alerts}")
 
 
 def _summary(
@@ -190,7 +202,8 @@ def _summary(
         "opcua_endpoint": sim.endpoint,
         "fault": list(sim.truth),
         "readings_per_source": edge.get("readings", {}),
-        "edge": edge,
+        "edge": {k: v for k, v in edge.items() if k != "sources"},
+        "sources": {k: asdict(v) for k, v in edge.get("sources", {}).items()},
         "detections": central.get("detections"),
         "alerts": alerts,
         "points_written": central.get("points_written", 0),

@@ -102,7 +102,8 @@ class CentralServer:
         out["broker_connected"] = self.ingest.connected
         out["alerts"] = [
             {"id": a.id, "tag": str(a.key), "rule": a.rule, "status": a.status.value,
-             "first_ts": a.first_ts, "last_ts": a.last_ts, "count": a.count}
+             "first_ts": a.first_ts, "last_ts": a.last_ts, "count": a.count,
+             "message": a.message}
             for a in reversed(self.alerts.select())
         ]
         influx = self.influx
