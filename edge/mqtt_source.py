@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
+from edge.handoff import call_in_loop
 from edge.payload import PayloadReader
 from edge.source import QueuedSource
 from models import plant
@@ -105,13 +106,7 @@ class MqttSource(QueuedSource):
     # -- paho thread: hand everything to the loop ------------------------------------------
 
     def _call(self, fn: Any, *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            pass  # the loop closed between the check and the call: we are shutting down
+        call_in_loop(self._loop, fn, *args)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
+from edge.handoff import call_in_loop
 from models.messages import Envelope, Kind, Payload
 from models.wire import encode
 
@@ -146,13 +147,7 @@ class Publisher:
     # -- paho thread: hand everything to the loop ------------------------------------------
 
     def _call(self, fn: Any, *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            pass  # the loop closed between the check and the call: we are shutting down
+        call_in_loop(self._loop, fn, *args)
 
     def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self._call(self._connected, not rc.is_failure, str(rc))

@@ -92,7 +92,7 @@ async def test_api_alerts_dashboard_and_influx(
         counters = server.counters()
         assert counters["alerts"] == [
             {"id": alert["id"], "tag": str(KEY), "rule": "ewma", "status": "closed",
-             "first_ts": T0 + 1, "last_ts": T0 + 1, "count": 1},
+             "first_ts": T0 + 1, "last_ts": T0 + 1, "count": 1, "message": "EWMA <above> UCL"},
         ]
         assert counters["write_errors"] == 0
         started = time.monotonic()
