@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import tempfile
 import time
@@ -30,7 +29,9 @@ from sim import FaultSpec, Simulator
 
 __all__ = ["DemoOptions", "run_demo"]
 
-log = logging.getLogger("cellwatch.demo")
+
+#: Samples per second of every simulated signal in the demo (the simulator's default).
+SIM_RATE_HZ = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,20 @@ def _wire(
     )
 
 
+def _warn_if_fault_in_baseline(cfg: PlantConfig, fault_at_s: float, rate_hz: float) -> None:
+    """Say so when the scripted drift would fall inside Phase I and be learned as normal."""
+    longest = max(
+        (p.detector.baseline for ln in cfg.lines for st in ln.stations for p in st.params
+         if p.detector is not None and p.detector.center is None),
+        default=0,
+    )
+    phase1_s = longest / rate_hz
+    if fault_at_s < phase1_s + 2.0:
+        print(f"  note: the drift at +{fault_at_s:.0f} s starts before the {longest}-sample "
+              f"baselines end (about +{phase1_s + 2.0:.0f} s); it may be learned as normal",
+              flush=True)
+
+
 def _alert_line(alert: dict[str, Any], t0: float) -> str:
     first = float(alert.get("first_ts") or time.time())
     return (
@@ -132,7 +147,7 @@ async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> 
                 opcua_port=opts.opcua_port,
                 broker_url=broker_url,
                 seed=opts.seed,
-                fault=FaultSpec(start_s=opts.fault_at_s),
+                fault=FaultSpec(start_s=opts.fault_at_s), rate_hz=SIM_RATE_HZ,
             )
         )
         plant = _wire(cfg, broker_url, sim.endpoint, http_port, db, opts.influxdb_url)
@@ -145,6 +160,7 @@ async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> 
             "Ctrl-C stops",
             flush=True,
         )
+        _warn_if_fault_in_baseline(plant, opts.fault_at_s, SIM_RATE_HZ)
         deadline = None if opts.duration_s is None else t0 + opts.duration_s
         shown: set[Any] = set()
         next_progress = t0 + 10.0
