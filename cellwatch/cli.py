@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--fault-at",
         type=float,
-        default=40.0,
+        default=25.0,
         metavar="S",
         help="seconds after start when lane 3 side A drifts by +1.5 sigma",
     )
