@@ -144,9 +144,17 @@ def _alert_row(a: Alert) -> str:
     return f'<tr class="{a.status.value}">{tds}<td></td></tr>'
 
 
+def _beyond(s: Stats) -> bool:
+    """True when the series' chart statistic lies outside its control limits right now."""
+    if s.statistic is None or s.lcl is None or s.ucl is None:
+        return False
+    return s.statistic > s.ucl or s.statistic < s.lcl
+
+
 def _series_row(s: Stats) -> str:
     cells = (str(s.key), _fmt(s.mean), _fmt(s.statistic), _fmt(s.lcl), _fmt(s.ucl), str(s.count))
-    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+    cls = ' class="beyond"' if _beyond(s) else ""
+    return f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
 
 
 _NONE_ALERTS = '<tr><td colspan="8" class="none">No live alerts.</td></tr>'
@@ -168,6 +176,7 @@ _PAGE = """<!DOCTYPE html>
   tr.open td:first-child { border-left: 4px solid #c62828; }
   tr.acknowledged td:first-child { border-left: 4px solid #f9a825; }
   td.none { color: #777; font-style: italic; }
+  tr.beyond td { background: #fdecea; font-weight: 600; }
   #status { color: #777; }
   button { font: inherit; margin-right: .3em; }
 </style>
@@ -236,6 +245,8 @@ async function refresh() {
     if (series.length === 0) empty(sb, 6, "No statistics received yet.");
     else sb.replaceChildren(...series.map((s) => {
       const tr = document.createElement("tr");
+      if (s.statistic !== null && s.lcl !== null && s.ucl !== null &&
+          (s.statistic > s.ucl || s.statistic < s.lcl)) tr.className = "beyond";
       for (const t of [s.tag, num(s.mean), num(s.statistic), num(s.lcl), num(s.ucl),
                        String(s.count)]) cell(tr, t);
       return tr;

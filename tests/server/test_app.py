@@ -73,6 +73,8 @@ async def test_api_alerts_dashboard_and_influx(
             assert page.headers["content-type"].startswith("text/html")
             assert "<title>cellwatch" in page.text and str(KEY) in page.text
             assert "<td>EWMA &lt;above&gt; UCL</td>" in page.text  # the alert, escaped
+            # statistic 20.45 above UCL 20.2: the series row is marked out of control.
+            assert f'<tr class="beyond"><td>{KEY}</td>' in page.text
             assert "http://" not in page.text.replace(server.url, "")  # no external assets
 
             r = await http.post(f"/api/alerts/{alert['id']}/ack")
