@@ -17,17 +17,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cellwatch.errors import CliError
 from models.configfile import ConfigError, parse_plant
 from models.plant import PlantConfig
 
-__all__ = ["CliError", "load_config", "main", "run_until_signal"]
+__all__ = ["load_config", "main", "run_until_signal"]
 
 #: The example plant shipped with the source tree; what the demo runs on by default.
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "plant.example.yaml"
-
-
-class CliError(Exception):
-    """An expected failure, printed as one line."""
 
 
 def load_config(path: Path) -> PlantConfig:

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cellwatch.broker import EmbeddedBroker, PortInUseError, check_port_free
+from cellwatch.errors import CliError
 from edge.agent import EdgeAgent
 from models.plant import PlantConfig
 from server.app import CentralServer
@@ -51,8 +52,15 @@ class DemoOptions:
 
 
 def _reachable(url: str) -> None:
+    """Fail with one line unless ``url`` is an mqtt:// URL whose broker accepts connections."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 1883
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        port = -1
+    if parts.scheme != "mqtt" or not parts.hostname or port < 0:
+        raise CliError(f"--broker must be a URL like mqtt://HOST:PORT, got {url!r}")
+    host = parts.hostname
     try:
         with socket.create_connection((host, port), timeout=3):
             pass

@@ -139,3 +139,12 @@ def test_unreachable_broker_is_one_line() -> None:
     assert err.strip().splitlines() == [
         f"cellwatch: cannot reach the MQTT broker at 127.0.0.1:{port}: Connection refused"
     ]
+
+
+def test_malformed_broker_url_is_one_line() -> None:
+    proc = _demo("--broker", "broker.local", "--http-port", "0", "--opcua-port", "0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == [
+        "cellwatch: --broker must be a URL like mqtt://HOST:PORT, got 'broker.local'"
+    ]
