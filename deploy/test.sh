@@ -17,4 +17,5 @@ fi
 
 EXTRAS=test bash deploy/setup.sh
 .venv/bin/python -m ruff check .
+.venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"

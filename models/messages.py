@@ -22,6 +22,7 @@ __all__ = [
     "EdgeStatus",
     "Envelope",
     "Kind",
+    "Payload",
     "Quality",
     "Reading",
     "SeriesKey",

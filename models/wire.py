@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from models.messages import (
@@ -21,6 +22,7 @@ from models.messages import (
     EdgeStatus,
     Envelope,
     Kind,
+    Payload,
     Quality,
     Reading,
     SeriesKey,
@@ -249,7 +251,7 @@ def _dstatus(x: Any) -> EdgeStatus:
         raise WireError(f"status item lacks {e.args[0]!r}") from None
 
 
-_DECODERS = {
+_DECODERS: dict[Kind, Callable[[Any], Payload]] = {
     Kind.TELEMETRY: _dreading,
     Kind.STATS: _dstats,
     Kind.DETECTION: _ddetection,
@@ -268,7 +270,7 @@ def decode(data: bytes | str) -> Envelope:
     if schema != SCHEMA_VERSION:
         raise WireError(f"schema must be {SCHEMA_VERSION}, got {schema!r}")
     try:
-        kind = Kind(o.get("kind"))
+        kind = Kind(str(o.get("kind")))
     except ValueError:
         allowed = ", ".join(k.value for k in Kind)
         raise WireError(f"kind must be one of {allowed}, got {o.get('kind')!r}") from None
