@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole cellwatch test suite from a fresh clone: installs Mosquitto and InfluxDB 1.x
 # from the distribution when they are missing (the integration tests start their own instances
-# on free loopback ports), sets up .venv with the test extra, then runs ruff and pytest.
+# on free loopback ports), sets up .venv with the test extra, then runs ruff, mypy and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
