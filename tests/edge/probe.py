@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-
-
-async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check()`` on the event loop until it is truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class MqttProbe:

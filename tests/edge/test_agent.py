@@ -14,7 +14,8 @@ from models.messages import Detection, Kind, Quality, Reading, Stats
 from models.wire import decode
 from tests.edge.opcua_server import NS, UaTestServer
 from tests.edge.plants import plant
-from tests.edge.probe import MqttProbe, eventually
+from tests.edge.probe import MqttProbe
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

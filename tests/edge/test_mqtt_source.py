@@ -13,8 +13,9 @@ import pytest
 from edge.mqtt_source import MqttSource, equipment_name
 from models.messages import Quality, Reading, SeriesKey
 from models.plant import MqttSource as MqttSourceConfig
-from tests.edge.probe import MqttProbe, eventually
+from tests.edge.probe import MqttProbe
 from tests.servers import free_port, mosquitto
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

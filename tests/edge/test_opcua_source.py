@@ -13,8 +13,8 @@ from edge.opcua_source import OpcUaSource
 from models.messages import Quality, Reading, SeriesKey
 from models.plant import OpcUaSource as OpcUaSourceConfig
 from tests.edge.opcua_server import NS, UaTestServer
-from tests.edge.probe import eventually
 from tests.servers import free_port
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -11,8 +11,9 @@ import pytest
 from edge.publisher import Publisher
 from models.messages import EdgeStatus, Kind, Reading, SeriesKey
 from models.wire import decode
-from tests.edge.probe import MqttProbe, eventually
+from tests.edge.probe import MqttProbe
 from tests.servers import free_port, mosquitto
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

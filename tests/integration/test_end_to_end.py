@@ -11,9 +11,7 @@ that the points are in InfluxDB, read back with InfluxQL.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -25,6 +23,7 @@ from models.configfile import parse_plant
 from models.plant import PlantConfig
 from server.app import CentralServer
 from sim import FaultSpec, Simulator
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULT_TAG = "line1/coater/lane03_A/areal_weight"
@@ -63,14 +62,6 @@ def influxql(url: str, db: str, q: str) -> list[list]:
     return series[0]["values"] if series else []
 
 
-async def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_drift_travels_from_simulator_to_alert_and_influxdb(
     mosquitto_url: str, influxdb_url: str, tmp_path: Path
 ) -> None:
@@ -87,7 +78,7 @@ async def test_drift_travels_from_simulator_to_alert_and_influxdb(
             def fault_alerts() -> list[dict]:
                 return [a for a in server.counters()["alerts"] if a["tag"] == FAULT_TAG]
 
-            await wait_until(lambda: fault_alerts(), 40, "the lane03_A drift alert")
+            await eventually(lambda: fault_alerts(), 40, "the lane03_A drift alert")
             fault_start = sim.truth[0]["start_ts"]
             alert = fault_alerts()[0]
             assert alert["rule"] == "ewma"
@@ -108,7 +99,7 @@ async def test_drift_travels_from_simulator_to_alert_and_influxdb(
                 )
                 return bool(rows) and rows[0][1] >= 1
 
-            await wait_until(stored, 20, "the detection point in InfluxDB")
+            await eventually(stored, 20, "the detection point in InfluxDB")
 
     rows = influxql(
         influxdb_url,

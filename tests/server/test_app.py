@@ -13,8 +13,9 @@ import pytest
 from models.messages import Detection, EdgeStatus, Envelope, Kind, SeriesKey, Stats
 from models.wire import encode, status_topic, topic
 from server import CentralServer, ServerError
-from tests.server.conftest import Publisher, plant, until
+from tests.server.conftest import Publisher, plant
 from tests.servers import free_port
+from tests.waiting import eventually as until
 
 pytestmark = pytest.mark.integration
 

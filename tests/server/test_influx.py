@@ -15,8 +15,8 @@ from models.plant import InfluxConfig
 from server.influx import InfluxWriter
 from server.lineprotocol import Point
 from server.schema import points
-from tests.server.conftest import until
 from tests.servers import free_port, influxd
+from tests.waiting import eventually as until
 
 pytestmark = pytest.mark.integration
 

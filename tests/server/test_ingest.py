@@ -23,8 +23,9 @@ from models.wire import encode, status_topic, topic
 from server.alerts import AlertBook, AlertStatus
 from server.ingest import Ingest
 from server.store import Store
-from tests.server.conftest import Publisher, plant, until
+from tests.server.conftest import Publisher, plant
 from tests.servers import free_port, mosquitto
+from tests.waiting import eventually as until
 
 pytestmark = pytest.mark.integration
 

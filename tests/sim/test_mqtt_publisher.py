@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from sim import Simulator
 from sim.formation import FormationModel
 from sim.mqtt_publisher import FormationPublisher
 from tests.servers import free_port, mosquitto
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +64,6 @@ def _subscribed(url: str, topic: str = "sim/line1/formation/+/+") -> Iterator[_S
         sub.client.loop_stop()
 
 
-async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_formation_batches_arrive_once_a_second_per_channel(mosquitto_url: str) -> None:
     rate = 4.0
     with _subscribed(mosquitto_url) as sub:
@@ -84,12 +77,12 @@ async def test_formation_batches_arrive_once_a_second_per_channel(mosquitto_url:
         async with Simulator(
             opcua_port=0, broker_url=mosquitto_url, rate_hz=rate, fault=None
         ) as sim:
-            await _until(
+            await eventually(
                 lambda: len(per_channel()) == 8 and min(per_channel().values()) >= 2,
                 10,
                 "two batches from each of the 8 channels",
             )
-            await _until(lambda: sim.samples_published["mqtt"] > 0, 5, "acknowledged samples")
+            await eventually(lambda: sim.samples_published["mqtt"] > 0, 5, "acknowledged samples")
     seen = set()
     for topic, payload, received in sub.snapshot():
         match = TOPIC_RE.match(topic)
@@ -130,16 +123,16 @@ async def test_publisher_survives_a_broker_restart(tmp_path: Path) -> None:
     try:
         with mosquitto(tmp_path, port) as (url, _), _subscribed(url) as sub:
             await publisher.start()
-            await _until(publisher.connected.is_set, 5, "the first connection")
+            await eventually(publisher.connected.is_set, 5, "the first connection")
             publish_one()
-            await _until(lambda: len(sub.snapshot()) >= 1, 5, "a message before the restart")
+            await eventually(lambda: len(sub.snapshot()) >= 1, 5, "a message before the restart")
         # The broker is gone: publishing must neither raise nor block.
-        await _until(lambda: not publisher.connected.is_set(), 5, "the disconnect")
+        await eventually(lambda: not publisher.connected.is_set(), 5, "the disconnect")
         publish_one()
         with mosquitto(tmp_path, port) as (url, _), _subscribed(url) as sub:
-            await _until(publisher.connected.is_set, 10, "the reconnection")
+            await eventually(publisher.connected.is_set, 10, "the reconnection")
             publish_one()
-            await _until(lambda: len(sub.snapshot()) >= 1, 5, "a message after the restart")
+            await eventually(lambda: len(sub.snapshot()) >= 1, 5, "a message after the restart")
             topic, payload, _ = sub.snapshot()[-1]
             assert topic == "sim/line1/formation/cab01/ch01"
             assert set(json.loads(payload)) == {"ts", "v", "i", "q", "t"}
