@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from models.params import ParameterError
+
 __all__ = ["BaselineError", "Detector", "NotFittedError", "ParameterError", "as_chunk"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -21,10 +23,6 @@ FloatArray = npt.NDArray[np.float64]
 
 class NotFittedError(RuntimeError):
     """``update`` was called before ``fit``."""
-
-
-class ParameterError(ValueError):
-    """A detector parameter is outside what the detector accepts."""
 
 
 class BaselineError(ValueError):

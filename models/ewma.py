@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.detector import BaselineError, FloatArray, NotFittedError, ParameterError, as_chunk
+from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
+from models.params import check_choice, check_float, check_int
 
 __all__ = ["Ewma", "EwmaResult"]
 
@@ -69,34 +70,11 @@ class Ewma:
         min_baseline: int = 20,
         sigma_method: str = "mr",
     ) -> None:
-        if isinstance(lam, bool) or not isinstance(lam, int | float) or not 0.0 < lam <= 1.0:
-            raise ParameterError(
-                f"The 'lam' parameter of Ewma must be a float in (0, 1]. Got {lam!r} instead."
-            )
-        if isinstance(L, bool) or not isinstance(L, int | float) or not L > 0.0:
-            raise ParameterError(
-                f"The 'L' parameter of Ewma must be a float > 0. Got {L!r} instead."
-            )
-        if limits not in ("exact", "asymptotic"):
-            raise ParameterError(
-                f"The 'limits' parameter of Ewma must be 'exact' or 'asymptotic'. "
-                f"Got {limits!r} instead."
-            )
-        if isinstance(min_baseline, bool) or not isinstance(min_baseline, int) or min_baseline < 2:
-            raise ParameterError(
-                f"The 'min_baseline' parameter of Ewma must be an int >= 2. "
-                f"Got {min_baseline!r} instead."
-            )
-        if sigma_method not in ("mr", "std"):
-            raise ParameterError(
-                f"The 'sigma_method' parameter of Ewma must be 'mr' or 'std'. "
-                f"Got {sigma_method!r} instead."
-            )
-        self.lam = float(lam)
-        self.L = float(L)
-        self.limits = limits
-        self.min_baseline = min_baseline
-        self.sigma_method = sigma_method
+        self.lam = check_float("Ewma", "lam", lam, 0.0, 1.0, low_open=True)
+        self.L = check_float("Ewma", "L", L, 0.0, low_open=True)
+        self.limits = check_choice("Ewma", "limits", limits, ("exact", "asymptotic"))
+        self.min_baseline = check_int("Ewma", "min_baseline", min_baseline, 2)
+        self.sigma_method = check_choice("Ewma", "sigma_method", sigma_method, ("mr", "std"))
         self._fitted = False
 
     # -- Phase I -----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_update_before_fit_is_a_clear_error() -> None:
         ),
         ({"lam": 0}, r"'lam' parameter of Ewma must be a float in \(0, 1\]. Got 0 instead."),
         ({"L": -1.0}, r"The 'L' parameter of Ewma must be a float > 0. Got -1.0 instead."),
-        ({"limits": "wide"}, r"'limits' parameter of Ewma must be 'exact' or 'asymptotic'"),
+        ({"limits": "wide"}, r"'limits' parameter of Ewma must be one of 'exact', 'asymptotic'"),
         ({"min_baseline": 1}, r"'min_baseline' parameter of Ewma must be an int >= 2"),
     ],
 )
