@@ -160,7 +160,7 @@ def _s(x: Any, what: str) -> str:
 def _i(x: Any, what: str) -> int:
     if isinstance(x, bool) or not isinstance(x, int):
         raise WireError(f"{what} must be an integer, got {x!r}")
-    return x
+    return int(x)
 
 
 def _dkey(x: Any) -> SeriesKey:
