@@ -73,7 +73,7 @@ def check_int(owner: str, name: str, value: Any, low: int, high: int | None = No
         raise _fail(owner, name, what, value)
     if value < low or (high is not None and value > high):
         raise _fail(owner, name, what, value)
-    return value
+    return int(value)
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Collection[str]) -> str:
