@@ -107,6 +107,12 @@ def _server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _arl(args: argparse.Namespace) -> int:
+    from cellwatch.arl import run_arl
+
+    return run_arl(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cellwatch", description="Quality monitoring for lithium-ion cell production lines."
@@ -165,6 +171,41 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate plant files; exit 2 listing every problem")
     c.add_argument("files", nargs="+")
     c.set_defaults(func=_check_config)
+
+    a = sub.add_parser(
+        "arl", help="average run length of a chart design; solve limits for a target ARL0"
+    )
+    a.add_argument("--chart", required=True, choices=("shewhart", "ewma", "cusum"))
+    a.add_argument("--lam", type=float, help="EWMA smoothing weight in (0, 1] (default 0.2)")
+    a.add_argument("--L", type=float, help="Shewhart/EWMA limit width in sigma (default 3)")
+    a.add_argument("--k", type=float, help="CUSUM reference value in sigma (default 0.5)")
+    a.add_argument("--h", type=float, help="CUSUM decision interval in sigma (default 5)")
+    a.add_argument(
+        "--rules", metavar="LIST", help="Shewhart rules, e.g. we1,we2,we3,we4 (default we1)"
+    )
+    a.add_argument("--shift", type=float, default=0.0, help="mean shift in sigma (default 0)")
+    a.add_argument(
+        "--limits",
+        choices=("asymptotic", "exact"),
+        help="EWMA limits: fixed asymptotic (default, exact Markov chain) or time-varying",
+    )
+    a.add_argument(
+        "--method",
+        choices=("auto", "markov", "simulation"),
+        default="auto",
+        help="auto: the Markov chain where one exists, else simulation",
+    )
+    a.add_argument("--runs", type=int, help="simulated runs (default 10000)")
+    a.add_argument("--seed", type=int, help="simulation seed (default 0)")
+    a.add_argument("--max-steps", type=int, help="simulation step budget (default 100000)")
+    a.add_argument(
+        "--target-arl0",
+        type=float,
+        metavar="A",
+        help="first solve L (Shewhart, EWMA) or h (CUSUM) for this in-control ARL",
+    )
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(func=_arl)
     return p
 
 

@@ -1,0 +1,374 @@
+"""Western Electric and Nelson run rules for individual observations, vectorized over tags.
+
+A Shewhart chart with 3-sigma limits alone misses patterns that are unlikely in a stable process
+although no single point is extreme: two of three points near a limit, a long run on one side of
+the centre, a steady trend, a sawtooth from two alternating feeders. The run rules name those
+patterns, so a detection can say which one a lane shows. Centre and sigma are frozen by ``fit``
+(Phase I, sigma from the mean moving range as on the I-MR chart) and every sample is judged on
+its standardized value ``z = (x - center) / sigma``.
+
+Rule windows count *usable* samples of a tag: a NaN sample is skipped and the window continues
+with the next good one, so a dropped reading neither fires nor hides a pattern. A line stop is
+different: when ``times`` are given and more than ``max_gap_s`` seconds passed since a tag's
+previous usable sample, that tag's windows restart, because a run that spans a stop says nothing
+about the process. The last samples of each window are carried between chunks, so chunking
+never changes which rules fire.
+
+References: Western Electric, *Statistical Quality Control Handbook* (1956); Nelson (1984),
+Journal of Quality Technology 16(4); Montgomery, *Introduction to Statistical Quality Control*,
+8th ed., section 5.3.6; Champ & Woodall (1987), Technometrics 29(4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
+from models.params import check_choice, check_float, check_int
+
+__all__ = ["RunRules", "RunRulesResult"]
+
+#: d2 for moving ranges of two consecutive observations.
+D2 = 1.128
+
+IntArray = npt.NDArray[np.int32]
+CountArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+# How each rule reads, as (kind, points in the pattern, threshold in sigma, hits needed).
+#   "beyond": at least `hits` of the last `points` beyond `threshold` on one side.
+#   "side":   `points` in a row strictly on one side of the centre.
+#   "trend":  `points` in a row steadily increasing, or steadily decreasing.
+#   "alternate": `points` in a row alternating up and down.
+#   "within": `points` in a row with |z| <= threshold.
+#   "outside": `points` in a row with |z| > threshold (either side).
+_SPECS: dict[str, tuple[str, int, float, int]] = {
+    "we1": ("beyond", 1, 3.0, 1),
+    "we2": ("beyond", 3, 2.0, 2),
+    "we3": ("beyond", 5, 1.0, 4),
+    "we4": ("side", 8, 0.0, 8),
+    "nelson1": ("beyond", 1, 3.0, 1),
+    "nelson2": ("side", 9, 0.0, 9),
+    "nelson3": ("trend", 6, 0.0, 6),
+    "nelson4": ("alternate", 14, 0.0, 14),
+    "nelson5": ("beyond", 3, 2.0, 2),
+    "nelson6": ("beyond", 5, 1.0, 4),
+    "nelson7": ("within", 15, 1.0, 15),
+    "nelson8": ("outside", 8, 1.0, 8),
+}
+_SIDED = ("beyond", "side")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRulesResult:
+    """What one ``update`` produced; arrays are shaped like the chunk ``(time, tags)``.
+
+    ``z`` is the standardized sample (NaN where skipped). ``fired`` has bit ``i`` set where rule
+    ``RunRules.RULES[i]`` fired on that sample. ``signal`` is the side of the violation (+1
+    above, -1 below the centre) for the one-sided rules, +1 where only rules without a side
+    (nelson3, nelson4, nelson7, nelson8) fired, 0 where none did. ``skipped`` counts, per tag,
+    the samples that could not be judged.
+    """
+
+    z: FloatArray
+    fired: npt.NDArray[np.uint16]
+    signal: npt.NDArray[np.int8]
+    skipped: CountArray
+
+
+class RunRules:
+    """Western Electric rules 1-4 and Nelson rules 1-8 on individual observations.
+
+    A rule fires on the sample that completes its pattern and on every later sample that
+    continues it (a run of 10 on one side fires ``we4`` on its 8th, 9th and 10th points), and
+    only on samples that belong to the pattern: "two of three beyond 2 sigma" fires on a point
+    that is itself beyond 2 sigma. Windows start empty ("zero state"): "two of three" can fire
+    on the second sample. Boundaries: "beyond a" is ``|z| > a``, "within 1 sigma" is
+    ``|z| <= 1``, "same side" is strictly above or below the centre, and trends and
+    alternations need strict steps (a repeated value breaks them).
+
+    Parameters:
+        rules: the rule names to evaluate (one name or a collection), any of
+            ``RunRules.RULES``. Bit ``i`` of ``fired`` always means ``RULES[i]``, whichever
+            rules are enabled, so a stored bitmask reads the same under any configuration.
+        min_baseline: fewest usable baseline samples per tag that ``fit`` accepts.
+        max_gap_s: when ``update`` gets ``times`` and a tag's usable samples are more than this
+            many seconds apart, the tag's windows restart (rules must not span a line stop);
+            ``None`` never restarts.
+
+    Examples:
+        >>> rng = np.random.default_rng(7)
+        >>> det = RunRules().fit(rng.normal(50.0, 2.0, size=(100, 2)))
+        >>> x = rng.normal(50.0, 2.0, size=(30, 2))
+        >>> x[10:20, 1] = det.center_[1] + 0.5 * det.sigma_[1]  # ten points just above centre
+        >>> res = det.update(x)
+        >>> int(np.flatnonzero(res.signal[:, 1])[0])
+        17
+        >>> det.names(int(res.fired[17, 1]))
+        ['we4']
+
+    References: Western Electric (1956); Nelson (1984); Montgomery, *Introduction to
+    Statistical Quality Control*, 8th ed., section 5.3.6; Champ & Woodall (1987).
+    """
+
+    #: Every rule this detector knows, in bit order of ``RunRulesResult.fired``.
+    RULES: tuple[str, ...] = tuple(_SPECS)
+
+    def __init__(
+        self,
+        rules: Iterable[str] = ("we1", "we2", "we3", "we4"),
+        min_baseline: int = 20,
+        max_gap_s: float | None = None,
+    ) -> None:
+        names = _rule_names(rules)
+        self.rules = rules
+        self.min_baseline = check_int("RunRules", "min_baseline", min_baseline, 2)
+        self.max_gap_s = (
+            None
+            if max_gap_s is None
+            else check_float("RunRules", "max_gap_s", max_gap_s, 0.0, low_open=True)
+        )
+        self._enabled = tuple(dict.fromkeys(names))
+        # Samples carried between chunks: the longest pattern minus the sample being judged
+        # (at least one, which keeps the bookkeeping free of empty arrays).
+        self._h = max(1, max(_SPECS[r][1] for r in self._enabled) - 1)
+        self._fitted = False
+
+    # -- Phase I -----------------------------------------------------------------------------
+
+    def fit(self, baseline: npt.ArrayLike, tags: list[str] | None = None) -> RunRules:
+        """Learn ``center_`` (mean) and ``sigma_`` (mean moving range / d2) per tag."""
+        x = as_chunk(baseline, "baseline")
+        names = tags or [f"#{j}" for j in range(x.shape[1])]
+        n = np.sum(np.isfinite(x), axis=0)
+        short = np.flatnonzero(n < self.min_baseline)
+        if short.size:
+            j = int(short[0])
+            raise BaselineError(
+                f"RunRules needs at least {self.min_baseline} baseline samples per tag; "
+                f"tag {names[j]} has {int(n[j])}"
+            )
+        center = np.nanmean(x, axis=0)
+        sigma = np.array([_mr_sigma(x[:, j]) for j in range(x.shape[1])], dtype=np.float64)
+        flat = np.flatnonzero(~(sigma > 0.0))
+        if flat.size:
+            j = int(flat[0])
+            raise BaselineError(
+                f"RunRules needs a baseline that varies; tag {names[j]} has sigma {sigma[j]!r}"
+            )
+        self.center_: FloatArray = center
+        self.sigma_: FloatArray = sigma
+        self.n_tags_ = int(x.shape[1])
+        self._fitted = True
+        self.reset()
+        return self
+
+    def fit_known(self, center: npt.ArrayLike, sigma: npt.ArrayLike) -> RunRules:
+        """Use a centre and sigma known from earlier studies instead of a baseline."""
+        c = np.atleast_1d(np.asarray(center, dtype=np.float64))
+        s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+        if c.shape != s.shape or c.ndim != 1:
+            raise ValueError(
+                f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}"
+            )
+        if not (np.all(s > 0.0) and np.all(np.isfinite(s)) and np.all(np.isfinite(c))):
+            raise BaselineError(
+                f"center must be finite and sigma finite and > 0 for every tag, "
+                f"got {c.tolist()}, {s.tolist()}"
+            )
+        self.center_ = c
+        self.sigma_ = s
+        self.n_tags_ = int(c.size)
+        self._fitted = True
+        self.reset()
+        return self
+
+    def reset(self) -> None:
+        """Forget Phase II state (every window starts empty); keep the fit."""
+        if self._fitted:
+            self._hist: FloatArray = np.full((self._h, self.n_tags_), np.nan)
+            self._t: FloatArray = np.full(self.n_tags_, np.nan)
+
+    # -- Phase II ----------------------------------------------------------------------------
+
+    def update(self, chunk: npt.ArrayLike, times: npt.ArrayLike | None = None) -> RunRulesResult:
+        """Judge a ``(time, tags)`` chunk, continuing the windows of the previous chunk.
+
+        ``times`` (epoch seconds, shaped like the chunk or ``(time,)`` for all tags) are only
+        used with ``max_gap_s``; a sample whose time is not finite is then skipped.
+        """
+        if not self._fitted:
+            raise NotFittedError(
+                "This RunRules is not fitted yet; call fit(baseline) before update."
+            )
+        x = as_chunk(chunk, "chunk", self.n_tags_)
+        t_len, n_tags = x.shape
+        h = self._h
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (x - self.center_) / self.sigma_  # an overflow is skipped like a NaN
+        ok = np.isfinite(z)
+        restart = np.zeros(x.shape, dtype=np.bool_)
+        if self.max_gap_s is not None:
+            if times is None:
+                # Without times the gap to the next chunk is unknown: do not guess one.
+                self._t = np.where(ok.any(axis=0), np.nan, self._t)
+            else:
+                tt = _times(times, x.shape)
+                ok &= np.isfinite(tt)
+                restart = self._restarts(tt, ok, self.max_gap_s)
+        z = np.where(ok, z, np.nan)
+
+        # Compact each tag's usable samples behind its carried history, so windows count
+        # usable samples only: position p of column j is the p-th usable value of tag j.
+        n_pos = h + t_len
+        zc = np.full((n_pos, n_tags), np.nan)
+        zc[:h] = self._hist
+        starts = np.zeros((n_pos, n_tags), dtype=np.bool_)
+        dense = bool(ok.all())
+        if dense:
+            zc[h:] = z
+            starts[h:] = restart
+        else:
+            rank = np.cumsum(ok, axis=0, dtype=np.int32) - 1
+            r, c = np.nonzero(ok)
+            zc[h + rank[r, c], c] = z[r, c]
+            starts[h + rank[r, c], c] = restart[r, c]
+        pos = np.arange(n_pos, dtype=np.int32)[:, None]
+        # seg[p]: where the window segment holding p begins (the oldest carried sample, or the
+        # latest restart); dist[p] = p - seg[p] is how many earlier samples p's windows see.
+        seg0 = (h - np.sum(np.isfinite(self._hist), axis=0)).astype(np.int32)
+        if starts.any():
+            seg = np.maximum.accumulate(np.where(starts, pos, seg0[None, :]), axis=0)
+        else:
+            seg = np.broadcast_to(seg0[None, :], starts.shape)
+        dist = pos - seg
+
+        fired_c = np.zeros((n_pos, n_tags), dtype=np.uint16)
+        sided = 0
+        for name in self._enabled:
+            bit = 1 << self.RULES.index(name)
+            hit = _evaluate(name, zc, pos, dist)
+            np.bitwise_or(fired_c, np.uint16(bit), out=fired_c, where=hit)
+            if _SPECS[name][0] in _SIDED:
+                sided |= bit
+        if dense:
+            fired = fired_c[h:]
+        else:
+            src = h + np.maximum(rank, 0)
+            fired = np.where(ok, np.take_along_axis(fired_c, src, axis=0), np.uint16(0))
+        fired = fired.astype(np.uint16)
+        side = (z > 0.0).astype(np.int8) - (z < 0.0).astype(np.int8)
+        signal = np.where(
+            (fired & np.uint16(sided)) != 0, side, (fired != 0).astype(np.int8)
+        ).astype(np.int8)
+
+        # Carry the last h positions of each tag's current segment.
+        last = h + np.sum(ok, axis=0) - 1
+        keep = last[None, :] - np.arange(h - 1, -1, -1)[:, None]
+        seg_last = np.take_along_axis(seg, last[None, :], axis=0)
+        self._hist = np.where(keep >= seg_last, np.take_along_axis(zc, keep, axis=0), np.nan)
+        return RunRulesResult(z, fired, signal, np.sum(~ok, axis=0))
+
+    def names(self, bits: int | np.integer[Any]) -> list[str]:
+        """The names of the rules whose bits are set in one ``fired`` value.
+
+        Examples:
+            >>> RunRules().names(0b1001)
+            ['we1', 'we4']
+        """
+        b = int(bits)
+        return [name for i, name in enumerate(self.RULES) if b >> i & 1]
+
+    def _restarts(self, tt: FloatArray, ok: BoolArray, max_gap_s: float) -> BoolArray:
+        """Where a tag's usable sample comes more than ``max_gap_s`` after its previous one."""
+        t_len, n_tags = tt.shape
+        rows = np.arange(t_len)[:, None]
+        latest = np.maximum.accumulate(np.where(ok, rows, -1), axis=0)
+        before = np.concatenate([np.full((1, n_tags), -1), latest])[:-1]
+        prev = np.where(before >= 0, np.take_along_axis(tt, np.maximum(before, 0), axis=0), self._t)
+        if t_len:
+            newest = np.take_along_axis(tt, np.maximum(latest[-1:], 0), axis=0)[0]
+            self._t = np.where(latest[-1] >= 0, newest, self._t)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out: BoolArray = ok & (tt - prev > max_gap_s)
+        return out
+
+
+def _rule_names(rules: Any) -> tuple[str, ...]:
+    """Validate ``rules``: one name or a non-empty collection of names from ``RULES``."""
+    if isinstance(rules, str) or not isinstance(rules, Iterable):
+        return (check_choice("RunRules", "rules", rules, tuple(_SPECS)),)
+    names = tuple(check_choice("RunRules", "rules", r, tuple(_SPECS)) for r in rules)
+    check_int("RunRules", "number of rules", len(names), 1)
+    return names
+
+
+def _times(times: npt.ArrayLike, shape: tuple[int, ...]) -> FloatArray:
+    tt = np.asarray(times, dtype=np.float64)
+    if tt.ndim == 1 and tt.shape[0] == shape[0]:
+        tt = np.broadcast_to(tt[:, None], shape)
+    if tt.shape != shape:
+        raise ValueError(f"times must be shaped like the chunk {shape}, got {tt.shape}")
+    return tt
+
+
+def _run_at_least(flag: BoolArray, pos: IntArray, dist: IntArray, n: int) -> BoolArray:
+    """Whether ``flag`` holds for the last ``n`` positions, all within the segment."""
+    last_false = np.maximum.accumulate(np.where(flag, np.int32(-1), pos), axis=0)
+    out: BoolArray = (pos - last_false >= n) & (dist >= n - 1)
+    return out
+
+
+def _count(flag: BoolArray, dist: IntArray, width: int) -> npt.NDArray[np.int8]:
+    """How many of the last ``width`` positions (within the segment) have ``flag``."""
+    out = flag.astype(np.int8)
+    for k in range(1, width):
+        out[k:] += flag[:-k] & (dist[k:] >= k)
+    return out
+
+
+def _steps(zc: FloatArray, dist: IntArray) -> FloatArray:
+    """``z[p] - z[p-1]``, NaN where ``p`` opens its segment."""
+    d = np.full_like(zc, np.nan)
+    d[1:] = np.where(dist[1:] >= 1, zc[1:] - zc[:-1], np.nan)
+    return d
+
+
+def _evaluate(name: str, zc: FloatArray, pos: IntArray, dist: IntArray) -> BoolArray:
+    """Where rule ``name`` fires, over compacted positions."""
+    kind, points, a, hits = _SPECS[name]
+    out: BoolArray
+    if kind == "beyond":
+        up, down = zc > a, zc < -a
+        out = (up & (_count(up, dist, points) >= hits)) | (
+            down & (_count(down, dist, points) >= hits)
+        )
+    elif kind == "side":
+        out = _run_at_least(zc > 0.0, pos, dist, points) | _run_at_least(
+            zc < 0.0, pos, dist, points
+        )
+    elif kind == "trend":
+        d = _steps(zc, dist)
+        out = _run_at_least(d > 0.0, pos, dist, points - 1) | _run_at_least(
+            d < 0.0, pos, dist, points - 1
+        )
+    elif kind == "alternate":
+        d = _steps(zc, dist)
+        alt = np.zeros(zc.shape, dtype=np.bool_)
+        alt[1:] = d[1:] * d[:-1] < 0.0
+        out = _run_at_least(alt, pos, dist, points - 2)
+    elif kind == "within":
+        out = _run_at_least(np.abs(zc) <= a, pos, dist, points)
+    else:
+        out = _run_at_least(np.abs(zc) > a, pos, dist, points)
+    return out
+
+
+def _mr_sigma(col: FloatArray) -> float:
+    v = col[np.isfinite(col)]
+    return float(np.mean(np.abs(np.diff(v))) / D2)

@@ -1,0 +1,184 @@
+"""Shewhart individuals and moving-range (I-MR) chart, vectorized over tags.
+
+Many cell-line quantities arrive one value at a time (a weight, a formation capacity, a slurry
+viscosity per batch), so there is no subgroup to estimate short-term variation from. The I-MR
+chart takes it from the moving range of consecutive values: sigma = MRbar / d2 with d2 = 1.128.
+That estimate ignores slow drift in the baseline, which a plain standard deviation would absorb
+and so widen the limits. The individuals chart catches large shifts (beyond
+center +/- L sigma); the MR chart catches bursts of short-term variation. NaN samples are skipped
+per tag; the next usable sample's moving range is taken against the last usable one, also
+across chunk boundaries, so chunking and gaps never change the result.
+
+References: Montgomery, *Introduction to Statistical Quality Control*, 8th ed., section 6.4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
+from models.params import check_float, check_int
+
+__all__ = ["Individuals", "IndividualsResult"]
+
+#: d2 for a moving range of two consecutive values (Montgomery, Appendix VI).
+D2 = 1.128
+#: D4 for n = 2: the MR chart's upper limit is D4 * MRbar (its lower limit is 0).
+D4 = 3.267
+
+
+@dataclass(frozen=True, slots=True)
+class IndividualsResult:
+    """What one ``update`` produced; arrays are shaped ``(time, tags)``, ``skipped`` ``(tags,)``.
+
+    ``x`` is the chunk (NaN where skipped); ``mr`` is NaN where the sample was skipped or has no
+    earlier usable sample since the last ``reset``. ``signal`` is +1 above ``ucl``, -1 below
+    ``lcl``, 0 otherwise; ``mr_signal`` is +1 where ``mr`` exceeds ``mr_ucl``, else 0.
+    """
+
+    x: FloatArray
+    mr: FloatArray
+    lcl: FloatArray
+    ucl: FloatArray
+    mr_ucl: FloatArray
+    signal: npt.NDArray[np.int8]
+    mr_signal: npt.NDArray[np.int8]
+    skipped: npt.NDArray[np.int64]
+
+
+class Individuals:
+    """Individuals chart with limits ``center +/- L * sigma`` and a moving-range chart.
+
+    Parameters:
+        L: limit width in process sigmas, > 0 (3 gives the classic ARL0 of 370.4).
+        min_baseline: fewest usable baseline samples per tag that ``fit`` accepts.
+
+    Fitted attributes (one entry per tag): ``center_``, ``sigma_`` (MRbar / 1.128),
+    ``mr_bar_``, ``lcl_``, ``ucl_``, ``mr_ucl_`` (3.267 * MRbar, the usual 3-sigma limit of the
+    MR chart; it does not scale with ``L``).
+
+    Examples:
+        >>> rng = np.random.default_rng(7)
+        >>> det = Individuals().fit(rng.normal(5.0, 0.1, size=(100, 2)))
+        >>> x = rng.normal(5.0, 0.1, size=(20, 2))
+        >>> x[12, 1] += 0.6
+        >>> res = det.update(x)
+        >>> np.flatnonzero(res.signal[:, 1]).tolist(), bool(res.signal[:, 0].any())
+        ([12], False)
+
+    References: Montgomery, *Introduction to Statistical Quality Control*, 8th ed., 6.4.
+    """
+
+    def __init__(
+        self,
+        L: float = 3.0,  # noqa: N803 - the literature's name
+        min_baseline: int = 20,
+    ) -> None:
+        self.L = check_float("Individuals", "L", L, 0.0, low_open=True)
+        self.min_baseline = check_int("Individuals", "min_baseline", min_baseline, 2)
+        self._fitted = False
+
+    # -- Phase I -----------------------------------------------------------------------------
+
+    def fit(self, baseline: npt.ArrayLike, tags: list[str] | None = None) -> Individuals:
+        """Learn centre and MR-based sigma per tag from an in-control baseline; NaNs skipped.
+
+        A moving range across a gap pairs the values either side of it, as if the missing
+        samples had been removed from the series.
+        """
+        x = as_chunk(baseline, "baseline")
+        names = tags or [f"#{j}" for j in range(x.shape[1])]
+        n = np.sum(np.isfinite(x), axis=0)
+        short = np.flatnonzero(n < self.min_baseline)
+        if short.size:
+            j = int(short[0])
+            raise BaselineError(
+                f"Individuals needs at least {self.min_baseline} baseline samples per tag; "
+                f"tag {names[j]} has {int(n[j])}"
+            )
+        mr, _ = _moving_range(x, np.full(x.shape[1], np.nan))
+        mr_bar = np.nanmean(mr, axis=0)
+        flat = np.flatnonzero(~(mr_bar > 0.0))
+        if flat.size:
+            j = int(flat[0])
+            raise BaselineError(
+                f"Individuals needs a baseline that varies; tag {names[j]} has MRbar "
+                f"{float(mr_bar[j])!r}"
+            )
+        self._set(np.nanmean(x, axis=0), mr_bar / D2)
+        return self
+
+    def fit_known(self, center: npt.ArrayLike, sigma: npt.ArrayLike) -> Individuals:
+        """Use a centre and process sigma known from earlier studies instead of a baseline."""
+        c = np.atleast_1d(np.asarray(center, dtype=np.float64))
+        s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+        if c.shape != s.shape or c.ndim != 1:
+            raise ValueError(
+                f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}"
+            )
+        if not (np.all(s > 0.0) and np.all(np.isfinite(s)) and np.all(np.isfinite(c))):
+            raise BaselineError(
+                f"center must be finite and sigma finite and > 0 for every tag, got "
+                f"{c.tolist()}, {s.tolist()}"
+            )
+        self._set(c, s)
+        return self
+
+    def _set(self, center: FloatArray, sigma: FloatArray) -> None:
+        self.center_: FloatArray = center
+        self.sigma_: FloatArray = sigma
+        self.mr_bar_: FloatArray = D2 * sigma
+        self.lcl_: FloatArray = center - self.L * sigma
+        self.ucl_: FloatArray = center + self.L * sigma
+        self.mr_ucl_: FloatArray = D4 * self.mr_bar_
+        self.n_tags_ = int(center.size)
+        self._fitted = True
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last usable sample (the next one has no moving range); keep the fit."""
+        if self._fitted:
+            self._last = np.full(self.n_tags_, np.nan)
+
+    # -- Phase II ----------------------------------------------------------------------------
+
+    def update(self, chunk: npt.ArrayLike) -> IndividualsResult:
+        """Chart a ``(time, tags)`` chunk, continuing the moving range from the last chunk."""
+        if not self._fitted:
+            raise NotFittedError(
+                "This Individuals is not fitted yet; call fit(baseline) before update."
+            )
+        x = as_chunk(chunk, "chunk", self.n_tags_)
+        mr, self._last = _moving_range(x, self._last)
+        shape = x.shape
+        lcl = np.broadcast_to(self.lcl_, shape).copy()
+        ucl = np.broadcast_to(self.ucl_, shape).copy()
+        mr_ucl = np.broadcast_to(self.mr_ucl_, shape).copy()
+        signal = (x > ucl).astype(np.int8) - (x < lcl).astype(np.int8)
+        mr_signal = (mr > mr_ucl).astype(np.int8)
+        skipped = np.sum(~np.isfinite(x), axis=0)
+        return IndividualsResult(x.copy(), mr, lcl, ucl, mr_ucl, signal, mr_signal, skipped)
+
+
+def _moving_range(x: FloatArray, last: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """|x_t - previous usable x| per tag, with ``last`` the usable value before the chunk.
+
+    Returns the moving ranges (NaN where x_t is unusable or has no predecessor) and the last
+    usable value after the chunk. Vectorized: the index of the latest usable row is carried
+    forward with a cumulative maximum instead of a loop over samples.
+    """
+    t, k = x.shape
+    ok = np.isfinite(x)
+    rows = np.where(ok, np.arange(t)[:, None], -1)
+    latest = np.maximum.accumulate(rows, axis=0) if t else rows
+    before = np.concatenate([np.full((1, k), -1), latest])[:t]
+    cols = np.arange(k)
+    prev = np.where(before >= 0, x[np.maximum(before, 0), cols], last)
+    mr = np.where(ok, np.abs(x - prev), np.nan)
+    if t:
+        end = latest[-1]
+        last = np.where(end >= 0, x[np.maximum(end, 0), cols], last)
+    return mr, last
