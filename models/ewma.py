@@ -19,11 +19,9 @@ import numpy.typing as npt
 
 from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
 from models.params import check_choice, check_float, check_int
+from models.phase1 import robust_sigma
 
 __all__ = ["Ewma", "EwmaResult"]
-
-#: d2 for moving ranges of two consecutive observations.
-D2 = 1.128
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +93,7 @@ class Ewma:
         if self.sigma_method == "std":
             sigma = np.nanstd(x, axis=0, ddof=1)
         else:
-            sigma = np.array([_mr_sigma(x[:, j]) for j in range(x.shape[1])])
+            sigma = robust_sigma(x, "mr")
         flat = np.flatnonzero(~(sigma > 0.0))
         if flat.size:
             j = int(flat[0])
@@ -162,7 +160,3 @@ class Ewma:
             signal = (stat > ucl).astype(np.int8) - (stat < lcl).astype(np.int8)
         return EwmaResult(stat, lcl, ucl, signal, np.sum(~ok, axis=0))
 
-
-def _mr_sigma(col: FloatArray) -> float:
-    v = col[np.isfinite(col)]
-    return float(np.mean(np.abs(np.diff(v))) / D2)

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from models.constants import d2
 from models.detector import BaselineError, FloatArray, as_chunk
 from models.params import check_choice, check_float, check_int
 
 __all__ = ["Phase1Limits", "fit_phase1", "robust_sigma"]
 
-#: d2 for moving ranges of two consecutive observations: E[|X1 - X2|] = 1.128 sigma.
-D2 = 1.128
+#: d2 for a moving range of two consecutive values (Montgomery, Appendix VI).
+D2 = d2(2)
 #: Median of |X1 - X2| for normal data, in sigma units (sqrt(2) * 0.6745).
 MEDIAN_MR = 0.954
 #: Scale that makes the median absolute deviation consistent for a normal sigma.

@@ -30,11 +30,10 @@ import numpy.typing as npt
 
 from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
 from models.params import check_choice, check_float, check_int
+from models.phase1 import robust_sigma
 
 __all__ = ["RunRules", "RunRulesResult"]
 
-#: d2 for moving ranges of two consecutive observations.
-D2 = 1.128
 
 IntArray = npt.NDArray[np.int32]
 CountArray = npt.NDArray[np.int64]
@@ -154,7 +153,7 @@ class RunRules:
                 f"tag {names[j]} has {int(n[j])}"
             )
         center = np.nanmean(x, axis=0)
-        sigma = np.array([_mr_sigma(x[:, j]) for j in range(x.shape[1])], dtype=np.float64)
+        sigma = robust_sigma(x, "mr")
         flat = np.flatnonzero(~(sigma > 0.0))
         if flat.size:
             j = int(flat[0])
@@ -368,7 +367,3 @@ def _evaluate(name: str, zc: FloatArray, pos: IntArray, dist: IntArray) -> BoolA
         out = _run_at_least(np.abs(zc) > a, pos, dist, points)
     return out
 
-
-def _mr_sigma(col: FloatArray) -> float:
-    v = col[np.isfinite(col)]
-    return float(np.mean(np.abs(np.diff(v))) / D2)

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from models.constants import d2
 from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
 from models.params import check_float, check_int
 
 __all__ = ["Individuals", "IndividualsResult"]
 
 #: d2 for a moving range of two consecutive values (Montgomery, Appendix VI).
-D2 = 1.128
+D2 = d2(2)
 #: D4 for n = 2: the MR chart's upper limit is D4 * MRbar (its lower limit is 0).
 D4 = 3.267
 
