@@ -113,6 +113,22 @@ def _arl(args: argparse.Namespace) -> int:
     return run_arl(args)
 
 
+#: The benchmarks shipped with the source tree, by the name ``cellwatch bench NAME`` takes.
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    path = BENCHMARKS / f"bench_{args.name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{args.name}", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise CliError(f"no benchmark {args.name!r}: {path} is missing (needs a source checkout)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.main(args.args))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cellwatch", description="Quality monitoring for lithium-ion cell production lines."
@@ -167,6 +183,11 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("server", help="run the central server for a plant file")
     v.add_argument("--config", required=True)
     v.set_defaults(func=_server)
+
+    b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. core)")
+    b.add_argument("name", choices=("core",), help="which benchmark")
+    b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    b.set_defaults(func=_bench)
 
     c = sub.add_parser("check-config", help="validate plant files; exit 2 listing every problem")
     c.add_argument("files", nargs="+")
