@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import pytest
 
 from edge.framer import Framer
 from edge.monitor import Monitor
+from models.arl import EwmaDesign, markov_arl
 from models.ewma import Ewma
 from models.messages import Detection, Quality, Reading, SeriesKey
 from tests.edge.plants import plant
 
-LAM, L = 0.1, 4.5  # the demo plant's chart: rare false alarms, ~12 samples for 1.5 sigma
+LAM, L = 0.1, 5.0  # the example plant's chart: ARL0 2.4 million, ~14 samples for 1.5 sigma
 
 
 def key(eq: str, param: str = "weight") -> SeriesKey:
     return SeriesKey("l1", "coater", eq, param)
 
 
-def arl(lam: float, L: float, shift: float, states: int = 301) -> float:  # noqa: N803
-    """Average run length of an EWMA chart (asymptotic limits), Brook & Evans Markov chain."""
-    h = L * math.sqrt(lam / (2.0 - lam))
-    w = 2.0 * h / states
-    mid = -h + w * (np.arange(states) + 0.5)
-    phi = np.vectorize(lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0))))
-    hi = (mid[None, :] + w / 2 - (1 - lam) * mid[:, None]) / lam - shift
-    lo = (mid[None, :] - w / 2 - (1 - lam) * mid[:, None]) / lam - shift
-    p = phi(hi) - phi(lo)
-    run = np.linalg.solve(np.eye(states) - p, np.ones(states))
-    return float(run[states // 2])
+def arl(lam: float, L: float, shift: float) -> float:  # noqa: N803
+    """Zero-state ARL of an EWMA chart with asymptotic limits (Markov chain, models.arl)."""
+    return markov_arl(EwmaDesign(lam=lam, L=L), shift).arl
 
 
 def run(monitor: Monitor, readings: list[Reading], cuts: list[int]) -> list[Detection]:
@@ -58,9 +50,10 @@ def interleave(data: np.ndarray, names: list[str], t0: float = 1000.0) -> list[R
 
 
 def test_arl_model_matches_the_documented_chart() -> None:
-    # The plant file promises about 12 samples for a 1.5 sigma shift with lam 0.1, L 4.5.
-    assert 10.0 < arl(LAM, L, 1.5) < 14.0
-    assert arl(LAM, L, 0.0) > 1e5
+    # The plant file promises about 14 samples for a 1.5 sigma shift with lam 0.1, L 5.0, and an
+    # in-control ARL of about 2.4 million samples.
+    assert 13.0 < arl(LAM, L, 1.5) < 15.0
+    assert 2.3e6 < arl(LAM, L, 0.0) < 2.5e6
 
 
 def test_a_step_of_one_and_a_half_sigma_is_found_within_the_arl() -> None:
@@ -75,7 +68,7 @@ def test_a_step_of_one_and_a_half_sigma_is_found_within_the_arl() -> None:
     cuts = sorted(rng.choice(len(readings), size=60, replace=False).tolist())
     found = run(Monitor(plant(detector=det)), readings, cuts)
     t_shift = 1000.0 + before
-    assert [d for d in found if d.ts < t_shift] == []  # in control: L 4.5 keeps quiet
+    assert [d for d in found if d.ts < t_shift] == []  # in control: L 5.0 keeps quiet
     first = {}
     for d in found:
         first.setdefault(d.key.equipment, d)

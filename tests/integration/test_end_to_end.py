@@ -4,9 +4,9 @@ The simulator's OPC UA server (asyncua), Debian's Mosquitto and InfluxDB run on 
 ports. The simulator runs at 10 Hz and shifts lane 3 side A areal weight by +1.5 sigma at +8 s;
 the edge learns each series' baseline from its first 50 samples, so Phase I ends before the
 fault. The test asserts the drift is detected on the right series after the fault started and
-not before, that nothing else alarms (EWMA lam 0.1, L 4.5: in-control ARL about 219,000 samples,
-so a false alarm among the ~1,500 monitored samples here has probability well under 1 %), and
-that the points are in InfluxDB, read back with InfluxQL.
+not before, that nothing else alarms (EWMA lam 0.1, L 5.0: in-control ARL about 2.4 million
+samples, so a false alarm among the ~1,500 monitored samples here has probability well under
+1 %), and that the points are in InfluxDB, read back with InfluxQL.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ async def test_drift_travels_from_simulator_to_alert_and_influxdb(
             alert = fault_alerts()[0]
             assert alert["rule"] == "ewma"
             assert alert["first_ts"] >= fault_start
-            # 1.5 sigma with lam 0.1, L 4.5: ARL 11.7 samples at 10 Hz; 10 s is far in the tail.
+            # 1.5 sigma with lam 0.1, L 5.0: ARL 14.1 samples at 10 Hz; 10 s is far in the tail.
             assert alert["first_ts"] - fault_start < 10.0
             others = [a for a in server.counters()["alerts"] if a["tag"] != FAULT_TAG]
             assert others == []
