@@ -29,6 +29,8 @@ __all__ = ["Individuals", "IndividualsResult"]
 D2 = d2(2)
 #: D4 for n = 2: the MR chart's upper limit is D4 * MRbar (its lower limit is 0).
 D4 = 3.267
+#: Samples (rows x tags) charted per block in ``update``: small enough to stay in cache.
+_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +155,56 @@ class Individuals:
                 "This Individuals is not fitted yet; call fit(baseline) before update."
             )
         x = as_chunk(chunk, "chunk", self.n_tags_)
-        mr, self._last = _moving_range(x, self._last)
-        shape = x.shape
-        lcl = np.broadcast_to(self.lcl_, shape).copy()
-        ucl = np.broadcast_to(self.ucl_, shape).copy()
-        mr_ucl = np.broadcast_to(self.mr_ucl_, shape).copy()
-        signal = (x > ucl).astype(np.int8) - (x < lcl).astype(np.int8)
-        mr_signal = (mr > mr_ucl).astype(np.int8)
-        skipped = np.sum(~np.isfinite(x), axis=0)
-        return IndividualsResult(x.copy(), mr, lcl, ucl, mr_ucl, signal, mr_signal, skipped)
+        shape = t_len, n_tags = x.shape
+        xs = np.empty(shape)
+        mr = np.empty(shape)
+        lcl = np.empty(shape)
+        ucl = np.empty(shape)
+        mr_ucl = np.empty(shape)
+        signal = np.empty(shape, dtype=np.int8)
+        mr_signal = np.empty(shape, dtype=np.int8)
+        skipped = np.zeros(n_tags, dtype=np.int64)
+        step = max(1, _BLOCK // max(n_tags, 1))
+        below = np.empty((min(t_len, step), n_tags), dtype=np.bool_)
+        total = np.zeros(n_tags)
+        # Tags without a skipped sample take the plain path: the moving range is the step
+        # between consecutive rows. Rows go in cache-sized blocks so that every output is
+        # computed while its block of the chunk is still in cache.
+        for r0 in range(0, t_len, step):
+            r1 = min(t_len, r0 + step)
+            xb = xs[r0:r1]
+            np.copyto(xb, x[r0:r1])
+            with np.errstate(over="ignore", invalid="ignore"):
+                total += np.add.reduce(xb, axis=0)  # a NaN or inf poisons the sum
+            with np.errstate(invalid="ignore"):
+                if r0 == 0:
+                    np.subtract(xb[0], self._last, out=mr[0])
+                    np.subtract(xb[1:], xb[:-1], out=mr[1:r1])
+                else:
+                    np.subtract(xb, xs[r0 - 1 : r1 - 1], out=mr[r0:r1])
+            mb = mr[r0:r1]
+            np.absolute(mb, out=mb)
+            lcl[r0:r1] = self.lcl_
+            ucl[r0:r1] = self.ucl_
+            mr_ucl[r0:r1] = self.mr_ucl_
+            sb = signal[r0:r1]
+            np.greater(xb, self.ucl_, out=sb.view(np.bool_))
+            lt = below[: r1 - r0]
+            np.less(xb, self.lcl_, out=lt)
+            np.subtract(sb, lt.view(np.int8), out=sb)
+            np.greater(mb, self.mr_ucl_, out=mr_signal[r0:r1].view(np.bool_))
+        if t_len:
+            rough = np.flatnonzero(~np.isfinite(total))
+            last = xs[-1].copy()
+            if rough.size:
+                # Tags with skipped samples: the moving range pairs usable samples only.
+                sub = xs[:, rough]
+                mr_s, last[rough] = _moving_range(sub, self._last[rough])
+                mr[:, rough] = mr_s
+                mr_signal[:, rough] = mr_s > self.mr_ucl_[rough]
+                skipped[rough] = np.sum(~np.isfinite(sub), axis=0)
+            self._last = last
+        return IndividualsResult(xs, mr, lcl, ucl, mr_ucl, signal, mr_signal, skipped)
 
 
 def _moving_range(x: FloatArray, last: FloatArray) -> tuple[FloatArray, FloatArray]:

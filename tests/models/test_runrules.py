@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models import runrules
 from models.detector import BaselineError, Detector, NotFittedError, ParameterError
 from models.runrules import RunRules, RunRulesResult
 
@@ -328,6 +329,31 @@ def test_vectorized_rules_match_a_per_sample_reference(seed: int) -> None:
     np.testing.assert_array_equal(np.vstack([res.signal, rest.signal]), signal)
     for rule in ALL:  # the data really exercises every rule
         assert (fired & (1 << ALL.index(rule))).any(), rule
+
+
+@pytest.mark.parametrize("block", [1, 5, None])
+@pytest.mark.parametrize("gap", [None, 20.0])
+def test_clean_and_gappy_tags_together_match_the_per_sample_reference(
+    block: int | None, gap: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tags 0-2 have no NaN and no stop (the plain sliding windows), tags 3-5 have both (the
+    # compacted windows); rows are judged in blocks of ``block`` samples to cross block edges.
+    if block is not None:
+        monkeypatch.setattr(runrules, "_BLOCK", block)
+    z, t = _patterned(4, steps=300, tags=6)
+    z[:, :3] = np.where(np.isnan(z[:, :3]), 0.25, z[:, :3])
+    t[:, :3] = np.arange(300.0)[:, None]
+    if gap is None:  # times are ignored without max_gap_s
+        fired, signal = _slow(z, np.zeros_like(t), np.inf, ALL)
+    else:
+        fired, signal = _slow(z, t, gap, ALL)
+    det = _known(ALL, tags=6, max_gap_s=gap)
+    parts = [det.update(z[a:b], times=t[a:b]) for a, b in [(0, 3), (3, 150), (150, 300)]]
+    np.testing.assert_array_equal(_joined(parts, "fired"), fired)
+    np.testing.assert_array_equal(_joined(parts, "signal"), signal)
+    assert sum(p.skipped for p in parts)[:3].tolist() == [0, 0, 0]
+    for rule in ALL:  # the clean tags really exercise every rule
+        assert (fired[:, :3] & (1 << ALL.index(rule))).any(), rule
 
 
 # -- chunk invariance --------------------------------------------------------------------------

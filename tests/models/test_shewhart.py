@@ -146,6 +146,31 @@ def test_chunking_does_not_change_results(cuts: list[int], seed: int, nan_rate: 
     np.testing.assert_array_equal(sum(p.skipped for p in parts), whole.skipped)
 
 
+@pytest.mark.parametrize("block", [1, 7, None])
+def test_clean_and_gappy_tags_together_match_each_tag_alone(
+    block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tags without NaN take consecutive rows, tags with NaN pair usable samples; rows are
+    # charted in blocks of ``block`` samples, so block edges are crossed too.
+    if block is not None:
+        monkeypatch.setattr(shewhart, "_BLOCK", block)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(50, 4)) * 1.3
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:, 0] = rng.normal(size=50) * 1.3  # no NaN
+    x[7, 2] = np.inf
+    det = _fitted(tags=4)
+    parts = [det.update(x[a:b]) for a, b in [(0, 2), (2, 30), (30, 50)]]
+    for j in range(4):
+        alone = Individuals().fit_known(det.center_[j : j + 1], det.sigma_[j : j + 1])
+        ref = alone.update(x[:, j : j + 1])
+        for name in FIELDS:
+            joined = np.vstack([getattr(p, name) for p in parts])[:, j : j + 1]
+            np.testing.assert_array_equal(joined, getattr(ref, name), err_msg=f"{name} {j}")
+        assert sum(p.skipped for p in parts)[j] == ref.skipped[0]
+    assert sum(p.skipped for p in parts)[0] == 0 and (np.nan_to_num(parts[1].mr[:, 0]) > 0).all()
+
+
 def test_moving_range_spans_chunks_and_gaps() -> None:
     det = Individuals().fit_known([0.0], [1.0])
     first = det.update([[1.0], [np.nan]])
