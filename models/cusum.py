@@ -190,54 +190,212 @@ class Cusum:
             raise NotFittedError("This Cusum is not fitted yet; call fit(baseline) before update.")
         x = as_chunk(chunk, "chunk", self.n_tags_)
         t, m = x.shape
-        ok = np.isfinite(x)
+        first = self._rows
+        sp_in, sm_in = self._sp, self._sm
         up_ref = self.center_ + self.reference_
         dn_ref = self.center_ - self.reference_
-        cp_out = np.empty((t, m))
-        cm_out = np.empty((t, m))
-        np_out = np.empty((t, m), dtype=np.int64)
-        nm_out = np.empty((t, m), dtype=np.int64)
-        sp_out = np.empty((t, m), dtype=np.int64)
-        sm_out = np.empty((t, m), dtype=np.int64)
-        cp, cm, n_p, n_m, sp, sm = self._cp, self._cm, self._np, self._nm, self._sp, self._sm
-        # Loop over time (the recursion), vectorized over tags.
-        for i in range(t):
-            v = ok[i]
-            xi = np.where(v, x[i], 0.0)
-            cp = np.where(v, np.maximum(0.0, xi - up_ref + cp), cp)
-            cm = np.where(v, np.maximum(0.0, dn_ref - xi + cm), cm)
-            n_p = np.where(v, np.where(cp > 0.0, n_p + 1, 0), n_p)
-            n_m = np.where(v, np.where(cm > 0.0, n_m + 1, 0), n_m)
-            here = self._rows + i
-            sp = np.where(v & (n_p == 1), here, sp)
-            sm = np.where(v & (n_m == 1), here, sm)
-            cp_out[i], cm_out[i], np_out[i], nm_out[i] = cp, cm, n_p, n_m
-            sp_out[i], sm_out[i] = sp, sm
-        self._cp, self._cm, self._np, self._nm, self._sp, self._sm = cp, cm, n_p, n_m, sp, sm
-        sample = np.repeat(np.arange(self._rows, self._rows + t, dtype=np.int64)[:, None], m, 1)
+        # Two allocations for the eight (time, tags) outputs: a fresh large array costs as much
+        # in page faults as the arithmetic that fills it, and a few blocks are recycled.
+        size = t * m
+        raw = np.empty(3 * 8 * size + size, dtype=np.uint8)
+        floats = raw[: 3 * 8 * size].view(np.float64).reshape(3, t, m)
+        c_plus, c_minus, shift = floats[0], floats[1], floats[2]
+        signal = raw[3 * 8 * size :].view(np.int8).reshape(t, m)
+        ints = np.empty((4, t, m), dtype=np.int64)
+        n_plus, n_minus, change, sample = ints[0], ints[1], ints[2], ints[3]
+        # The recursion runs in place in the outputs, row by row over all tags. A NaN or inf
+        # sample leaves a non-finite C+ or C- in its column from then on, so finite last rows
+        # prove a column had no sample to skip; only columns that had one are redone.
+        np.subtract(x, up_ref, out=c_plus)
+        np.subtract(dn_ref, x, out=c_minus)
+        big = self.interval_
+        up = np.empty((t, m), dtype=bool)
+        dn = np.empty((t, m), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            _recurse(c_plus, n_plus, self._cp, self._np, None, big, up)
+            _recurse(c_minus, n_minus, self._cm, self._nm, None, big, dn)
+        gaps: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
+        skipped = np.zeros(m, dtype=np.int64)
+        if t:
+            gaps = np.flatnonzero(~(np.isfinite(c_plus[-1]) & np.isfinite(c_minus[-1])))
+            sp = _excursion_start(n_plus, sp_in, first)
+            sm = _excursion_start(n_minus, sm_in, first)
+        else:
+            sp, sm = sp_in.copy(), sm_in.copy()
+        ok: npt.NDArray[np.bool_] = np.ones((t, 0), dtype=bool)
+        gap_sp = gap_sm = np.empty((t, 0), dtype=np.int64)
+        if gaps.size:
+            ok, gap_sp, gap_sm = self._skip_gaps(
+                x[:, gaps], gaps, first, up_ref, dn_ref, c_plus, c_minus, n_plus, n_minus
+            )
+            sp[gaps], sm[gaps] = gap_sp[-1], gap_sm[-1]
+            skipped[gaps] = t - np.count_nonzero(ok, axis=0)
+        if t:
+            self._cp, self._cm = c_plus[-1].copy(), c_minus[-1].copy()
+            self._np, self._nm = n_plus[-1].copy(), n_minus[-1].copy()
+        self._sp, self._sm = sp, sm
+        sample[...] = np.arange(first, first + t, dtype=np.int64)[:, None]
         self._rows += t
 
-        big = self.interval_
-        up = ok & (cp_out > big)
-        dn = ok & (cm_out > big)
-        upper = up & ~(dn & (cm_out > cp_out))
-        lower = dn & ~upper
-        signal = upper.astype(np.int8) - lower.astype(np.int8)
-        change = np.where(upper, sp_out, np.where(lower, sm_out, -1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shift = np.where(
-                upper,
-                up_ref + cp_out / np.maximum(np_out, 1),
-                np.where(lower, dn_ref - cm_out / np.maximum(nm_out, 1), np.nan),
-            )
+        if gaps.size:
+            with np.errstate(invalid="ignore"):
+                up[:, gaps] = ok & np.greater(c_plus[:, gaps], big[gaps])
+                dn[:, gaps] = ok & np.greater(c_minus[:, gaps], big[gaps])
+        signal.fill(0)
+        change.fill(-1)
+        shift.fill(np.nan)
+        if up.any() or dn.any():
+            both = up & dn
+            upper = up
+            if both.any():
+                upper = up & ~(both & np.greater(c_minus, c_plus))
+            lower = dn & ~upper
+            np.subtract(upper.view(np.int8), lower.view(np.int8), out=signal)
+            where_gap = np.full(m, -1, dtype=np.intp)
+            where_gap[gaps] = np.arange(gaps.size)
+            for mask, counts, carried, gap_start, ref, stat, sign in (
+                (upper, n_plus, sp_in, gap_sp, up_ref, c_plus, 1.0),
+                (lower, n_minus, sm_in, gap_sm, dn_ref, c_minus, -1.0),
+            ):
+                rows, cols = np.nonzero(mask)
+                n = counts[rows, cols]
+                begin = np.where(n <= rows + 1, first + rows + 1 - n, carried[cols])
+                g = where_gap[cols]
+                in_gap = g >= 0
+                begin[in_gap] = gap_start[rows[in_gap], g[in_gap]]
+                change[rows, cols] = begin
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    step = stat[rows, cols] / np.maximum(n, 1)
+                    shift[rows, cols] = ref[cols] + step if sign > 0 else ref[cols] - step
+        if gaps.size:
+            c_plus[:, gaps] = np.where(ok, c_plus[:, gaps], np.nan)
+            c_minus[:, gaps] = np.where(ok, c_minus[:, gaps], np.nan)
         return CusumResult(
-            c_plus=np.where(ok, cp_out, np.nan),
-            c_minus=np.where(ok, cm_out, np.nan),
-            n_plus=np_out,
-            n_minus=nm_out,
+            c_plus=c_plus,
+            c_minus=c_minus,
+            n_plus=n_plus,
+            n_minus=n_minus,
             signal=signal,
-            change_point=change.astype(np.int64),
+            change_point=change,
             shift=shift,
             sample=sample,
-            skipped=np.sum(~ok, axis=0).astype(np.int64),
+            skipped=skipped,
         )
+
+    def _skip_gaps(
+        self,
+        x: FloatArray,
+        gaps: npt.NDArray[np.intp],
+        first: int,
+        up_ref: FloatArray,
+        dn_ref: FloatArray,
+        c_plus: FloatArray,
+        c_minus: FloatArray,
+        n_plus: npt.NDArray[np.int64],
+        n_minus: npt.NDArray[np.int64],
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Redo the ``gaps`` columns of the outputs, skipping their non-finite samples.
+
+        Returns which samples were usable and, per row, the first sample of each side's current
+        excursion (skipped rows repeat the carried state, so it cannot be told from N alone).
+        """
+        ok: npt.NDArray[np.bool_] = np.isfinite(x)
+        miss = ~ok
+        holes: npt.NDArray[np.bool_] = np.any(miss, axis=1)
+        x0 = np.where(ok, x, 0.0)
+        cp = x0 - up_ref[gaps]
+        cm = dn_ref[gaps] - x0
+        n_p = np.empty(cp.shape, dtype=np.int64)
+        n_m = np.empty(cm.shape, dtype=np.int64)
+        _recurse(cp, n_p, self._cp[gaps], self._np[gaps], (miss, holes))
+        _recurse(cm, n_m, self._cm[gaps], self._nm[gaps], (miss, holes))
+        c_plus[:, gaps], c_minus[:, gaps] = cp, cm
+        n_plus[:, gaps], n_minus[:, gaps] = n_p, n_m
+        here = np.arange(first, first + x.shape[0], dtype=np.int64)[:, None]
+        return (
+            ok,
+            _latest(ok & (n_p == 1), here, self._sp[gaps]),
+            _latest(ok & (n_m == 1), here, self._sm[gaps]),
+        )
+
+
+def _recurse(
+    stat: FloatArray,
+    counts: npt.NDArray[np.int64],
+    c: FloatArray,
+    n: npt.NDArray[np.int64],
+    skip: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]] | None,
+    big: FloatArray | None = None,
+    above: npt.NDArray[np.bool_] | None = None,
+) -> None:
+    """One side of the CUSUM in place: ``stat`` holds the increments and becomes the statistic.
+
+    ``counts`` receives N (consecutive samples above zero); ``c`` and ``n`` are the carried
+    statistic and count. ``skip`` = (per-sample mask, per-row any) marks samples that leave the
+    state unchanged. With ``big`` given, ``above`` receives ``stat > big`` while each row is
+    still in cache. ``maximum`` against an array of zeros takes the vectorized loop that a
+    scalar 0.0 does not, with the same result bit for bit (NaN and signed zeros included).
+    """
+    zero = np.zeros(c.shape)
+    pos = np.empty(c.shape, dtype=bool)
+    for i, (row, k) in enumerate(zip(stat, counts, strict=True)):
+        np.add(row, c, out=row)
+        np.maximum(zero, row, out=row)
+        np.greater(row, 0.0, out=pos)
+        np.add(n, 1, out=k)
+        np.multiply(k, pos, out=k)
+        if skip is not None and skip[1][i]:
+            np.copyto(row, c, where=skip[0][i])
+            np.copyto(k, n, where=skip[0][i])
+        if above is not None and big is not None:
+            np.greater(row, big, out=above[i])
+        c, n = row, k
+
+
+def _excursion_start(
+    counts: npt.NDArray[np.int64], carried: npt.NDArray[np.int64], first: int
+) -> npt.NDArray[np.int64]:
+    """Absolute index of the last sample whose N was 1, per tag, after a gap-free chunk.
+
+    A run of N = n ending at row i began at row i + 1 - n; a run longer than the rows seen so
+    far began in an earlier chunk (``carried``). Tags whose N ended at 0 are traced back, row by
+    row, to the end of their last run; in-control data finds most within a few rows, so whole
+    rows are scanned while many tags are pending and only the pending columns after that.
+    """
+    t, m = counts.shape
+    last = counts[-1]
+    out = np.where((last >= 1) & (last <= t), first + t - last, carried)
+    pending = last == 0
+    left = int(np.count_nonzero(pending))
+    hit = np.empty(m, dtype=bool)
+    i = t - 2
+    while i >= 0 and left > m // 16:
+        np.greater(counts[i], 0, out=hit)
+        np.logical_and(hit, pending, out=hit)
+        cols = np.flatnonzero(hit)
+        if cols.size:
+            n = counts[i, cols]
+            out[cols] = np.where(n <= i + 1, first + i + 1 - n, carried[cols])
+            pending[cols] = False
+            left -= cols.size
+        i -= 1
+    todo = np.flatnonzero(pending)
+    while i >= 0 and todo.size:
+        n = counts[i, todo]
+        ended = n >= 1
+        if ended.any():
+            cols, n = todo[ended], n[ended]
+            out[cols] = np.where(n <= i + 1, first + i + 1 - n, carried[cols])
+            todo = todo[~ended]
+        i -= 1
+    return out
+
+
+def _latest(
+    mark: npt.NDArray[np.bool_], here: npt.NDArray[np.int64], carried: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Per row and tag, the latest absolute row index up to it where ``mark`` held, else
+    ``carried``."""
+    idx = np.where(mark, here, np.int64(-1))
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    return np.where(idx >= 0, idx, carried)

@@ -137,26 +137,96 @@ class Ewma:
         if not self._fitted:
             raise NotFittedError("This Ewma is not fitted yet; call fit(baseline) before update.")
         x = as_chunk(chunk, "chunk", self.n_tags_)
-        t = x.shape[0]
-        ok = np.isfinite(x)
+        t, m = x.shape
         lam = self.lam
-        stat = np.full_like(x, np.nan)
+        keep = 1.0 - lam
+        # One allocation for the three float outputs: a fresh large array costs as much in page
+        # faults as the arithmetic that fills it, and one block is recycled by the allocator.
+        block = np.empty((3, t, m))
+        stat, ucl, lcl = block[0], block[1], block[2]
+        # The recursion runs in place in the output, row by row. A NaN or inf sample leaves a
+        # non-finite value in its column from then on, so a finite last row proves the column
+        # had no sample to skip; only columns that had one are redone, with skipping.
+        term = np.empty(m)
         z = self._z
-        # Loop over time (the recurrence), vectorized over tags.
-        for i in range(t):
-            z = np.where(ok[i], lam * np.where(ok[i], x[i], 0.0) + (1.0 - lam) * z, z)
-            stat[i] = np.where(ok[i], z, np.nan)
-        n = self._n + np.cumsum(ok, axis=0)
-        self._z = z
-        self._n = n[-1] if t else self._n
-        var = lam / (2.0 - lam)
-        if self.limits == "exact":
-            width = self.L * self.sigma_ * np.sqrt(var * (1.0 - (1.0 - lam) ** (2 * n)))
-        else:
-            width = np.broadcast_to(self.L * self.sigma_ * np.sqrt(var), x.shape)
-        ucl = self.center_ + width
-        lcl = self.center_ - width
+        np.multiply(x, lam, out=stat)
         with np.errstate(invalid="ignore"):
-            signal = (stat > ucl).astype(np.int8) - (stat < lcl).astype(np.int8)
-        return EwmaResult(stat, lcl, ucl, signal, np.sum(~ok, axis=0))
+            for i in range(t):
+                row = stat[i]
+                np.multiply(z, keep, out=term)
+                np.add(row, term, out=row)
+                z = row
+        skipped = np.zeros(m, dtype=np.int64)
+        gaps: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
+        gap_ok: npt.NDArray[np.bool_] = np.empty((t, 0), dtype=bool)
+        if t:
+            last = stat[-1].copy()
+            gaps = np.flatnonzero(~np.isfinite(last))
+            if gaps.size:
+                last[gaps], gap_ok = self._skip_gaps(x[:, gaps], stat, gaps)
+                skipped[gaps] = t - np.count_nonzero(gap_ok, axis=0)
+            self._z = last
+        n0 = self._n
+        self._n = n0 + (t - skipped)
+        var = lam / (2.0 - lam)
+        scale = self.L * self.sigma_
+        with np.errstate(invalid="ignore"):
+            if self.limits == "asymptotic":
+                upper = self.center_ + scale * np.sqrt(var)
+                lower = self.center_ - scale * np.sqrt(var)
+                ucl[...] = upper
+                lcl[...] = lower
+            else:
+                steps = np.arange(1, t + 1, dtype=np.int64)
+                if not gaps.size and t and n0.min() == n0.max():
+                    # Every tag has seen the same number of samples: one factor per row.
+                    np.multiply(scale, self._exact_factor(n0[0] + steps)[:, None], out=lcl)
+                else:
+                    n = n0 + steps[:, None]
+                    n[:, gaps] = n0[gaps] + np.cumsum(gap_ok, axis=0)
+                    np.multiply(scale, self._exact_factor(n), out=lcl)
+                upper = np.add(self.center_, lcl, out=ucl)
+                lower = np.subtract(self.center_, lcl, out=lcl)
+            signal = np.subtract(
+                np.greater(stat, upper).view(np.int8), np.less(stat, lower).view(np.int8)
+            )
+        return EwmaResult(stat, lcl, ucl, signal, skipped)
 
+    def _skip_gaps(
+        self, x: FloatArray, stat: FloatArray, gaps: npt.NDArray[np.intp]
+    ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Redo the recursion for the ``gaps`` columns of ``stat``, skipping non-finite samples.
+
+        Returns the statistic after the last row and which samples were usable; skipped samples
+        become NaN in ``stat``.
+        """
+        ok: npt.NDArray[np.bool_] = np.isfinite(x)
+        miss = ~ok
+        holes: npt.NDArray[np.bool_] = np.any(miss, axis=1)
+        keep = 1.0 - self.lam
+        sub = np.multiply(np.where(ok, x, 0.0), self.lam)
+        term = np.empty(gaps.size)
+        z = self._z[gaps]
+        for i in range(x.shape[0]):
+            row = sub[i]
+            np.multiply(z, keep, out=term)
+            np.add(row, term, out=row)
+            if holes[i]:
+                np.copyto(row, z, where=miss[i])
+            z = row
+        last = sub[-1].copy()
+        sub[miss] = np.nan
+        stat[:, gaps] = sub
+        return last, ok
+
+    def _exact_factor(self, n: npt.NDArray[np.int64]) -> FloatArray:
+        """``sqrt(lam / (2 - lam) * (1 - (1 - lam)^(2 n)))`` elementwise, each distinct n once."""
+        lam = self.lam
+        var = lam / (2.0 - lam)
+        lo = int(n.min()) if n.size else 0
+        hi = int(n.max()) if n.size else 0
+        if n.ndim > 1 and hi - lo < n.size // 4:
+            table: FloatArray = np.sqrt(var * (1.0 - (1.0 - lam) ** (2 * np.arange(lo, hi + 1))))
+            return table[n - lo]
+        full: FloatArray = np.sqrt(var * (1.0 - (1.0 - lam) ** (2 * n)))
+        return full

@@ -298,3 +298,44 @@ def test_head_start_shortens_the_run_length_after_a_start_up_shift() -> None:
     fir = _run_lengths(5.0, 1.0, tags=4000, seed=62, head=2.5)
     se = np.hypot(plain.std(ddof=1), fir.std(ddof=1)) / np.sqrt(4000)
     assert plain.mean() - fir.mean() > 4 * se, (plain.mean(), fir.mean(), se)
+
+
+def _sample_by_sample(x: np.ndarray, mu0: float, sigma: float, k: float, h: float) -> dict:
+    """Montgomery's eqs. 9.2-9.5 one sample at a time, to check the row-vectorized recursion."""
+    out: dict[str, list] = {f: [] for f in ("c_plus", "c_minus", "n_plus", "n_minus", "signal")}
+    out["change_point"], out["shift"] = [], []
+    cp = cm = 0.0
+    n_p = n_m = s_p = s_m = 0
+    big, ref = h * sigma, k * sigma
+    for i, v in enumerate(x):
+        if np.isfinite(v):
+            cp, cm = max(0.0, v - (mu0 + ref) + cp), max(0.0, (mu0 - ref) - v + cm)
+            n_p, n_m = (n_p + 1 if cp > 0 else 0), (n_m + 1 if cm > 0 else 0)
+            s_p, s_m = (i if n_p == 1 else s_p), (i if n_m == 1 else s_m)
+        up = bool(np.isfinite(v) and cp > big and not (cm > big and cm > cp))
+        dn = bool(np.isfinite(v) and cm > big and not up)
+        out["c_plus"].append(cp if np.isfinite(v) else np.nan)
+        out["c_minus"].append(cm if np.isfinite(v) else np.nan)
+        out["n_plus"].append(n_p)
+        out["n_minus"].append(n_m)
+        out["signal"].append(int(up) - int(dn))
+        out["change_point"].append(s_p if up else s_m if dn else -1)
+        shift = mu0 + ref + cp / n_p if up else mu0 - ref - cm / n_m if dn else np.nan
+        out["shift"].append(shift)
+    return out
+
+
+def test_many_tags_with_gaps_match_the_sample_by_sample_recursion() -> None:
+    rng = np.random.default_rng(71)
+    x = rng.normal(size=(300, 400)) + np.where(np.arange(400) % 3 == 0, 1.5, 0.0)
+    x[rng.random(x.shape) < 0.02] = np.nan  # scattered gaps in most tags
+    x[:, 5] = np.nan
+    x[40, 7], x[41, 8] = np.inf, -np.inf
+    det = Cusum(k=0.5, h=4.0).fit_known(np.zeros(400), np.ones(400))
+    res = [det.update(x[a:b]) for a, b in ((0, 100), (100, 100), (100, 137), (137, 300))]
+    for j in range(0, 400, 7):
+        ref = _sample_by_sample(x[:, j], 0.0, 1.0, 0.5, 4.0)
+        for field, expected in ref.items():
+            got = np.concatenate([getattr(r, field)[:, j] for r in res])
+            np.testing.assert_array_equal(got, expected, err_msg=f"{field} of tag {j}")
+    assert any((r.signal != 0).any() for r in res)

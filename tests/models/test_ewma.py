@@ -132,3 +132,31 @@ def test_one_sigma_shift_arl_matches_theory() -> None:
     rl = _run_lengths(1.0, tags=4000, steps=200, seed=12)
     se = rl.std(ddof=1) / np.sqrt(rl.size)
     assert abs(rl.mean() - 10.84) < 4 * se, (rl.mean(), se)
+
+
+def test_many_tags_with_gaps_match_the_sample_by_sample_recursion() -> None:
+    rng = np.random.default_rng(72)
+    lam, width = 0.2, 3.0
+    x = rng.normal(size=(300, 400)) + np.where(np.arange(400) % 3 == 0, 1.0, 0.0)
+    x[rng.random(x.shape) < 0.02] = np.nan
+    x[:, 5] = np.nan
+    x[40, 7], x[41, 8] = np.inf, -np.inf
+    det = Ewma(lam=lam, L=width).fit_known(np.zeros(400), np.ones(400))
+    res = [det.update(x[a:b]) for a, b in ((0, 100), (100, 100), (100, 137), (137, 300))]
+    stat = np.concatenate([r.statistic for r in res])
+    ucl = np.concatenate([r.ucl for r in res])
+    lcl = np.concatenate([r.lcl for r in res])
+    signal = np.concatenate([r.signal for r in res])
+    for j in range(0, 400, 7):
+        z, n = 0.0, 0
+        for i, v in enumerate(x[:, j]):
+            if not np.isfinite(v):
+                assert np.isnan(stat[i, j]) and signal[i, j] == 0
+                continue
+            z, n = lam * v + (1.0 - lam) * z, n + 1
+            limit = width * np.sqrt(lam / (2.0 - lam) * (1.0 - (1.0 - lam) ** (2 * n)))
+            assert stat[i, j] == z and ucl[i, j] == pytest.approx(limit, rel=1e-12), (i, j)
+            assert lcl[i, j] == -ucl[i, j], (i, j)
+            assert signal[i, j] == int(z > ucl[i, j]) - int(z < lcl[i, j]), (i, j)
+    assert sum(r.skipped for r in res)[5] == 300
+    assert (signal != 0).any()
