@@ -47,11 +47,15 @@ class _Model(BaseModel):
 
 
 class SiteConfig(_Model):
+    """The site a plant file describes; its id is the first level of every topic."""
+
     id: Slug
     name: str = ""
 
 
 class EdgeConfig(_Model):
+    """The gateway: its id (for deduplication), framing window and status cadence."""
+
     id: Slug = "edge1"
     window_s: float = Field(1.0, gt=0, le=3600)
     status_interval_s: float = Field(10.0, gt=0)
@@ -72,6 +76,8 @@ def _check_url(v: str, schemes: tuple[str, ...]) -> str:
 
 
 class BrokerConfig(_Model):
+    """The MQTT broker gateways publish to and the server subscribes to."""
+
     url: str = "mqtt://127.0.0.1:1883"
     topic_prefix: str = "cellwatch/v1"
     username: str | None = None
@@ -85,6 +91,8 @@ class BrokerConfig(_Model):
 
 
 class InfluxConfig(_Model):
+    """Where the server writes series; without a URL nothing goes to InfluxDB."""
+
     url: str | None = None
     database: str = "cellwatch"
     retention_policy: str | None = None
@@ -101,12 +109,16 @@ class InfluxConfig(_Model):
 
 
 class ServerConfig(_Model):
+    """The central server's HTTP address and its SQLite alert store."""
+
     host: str = "127.0.0.1"
     port: Port = 8080
     db_path: str = "cellwatch.sqlite"
 
 
 class DetectorConfig(_Model):
+    """The drift chart run on every series of a parameter (Phase I from a baseline, or known)."""
+
     kind: Literal["ewma"] = "ewma"
     lam: float = Field(0.2, gt=0, le=1)
     L: float = Field(3.0, gt=0)
@@ -123,6 +135,8 @@ class DetectorConfig(_Model):
 
 
 class ParamConfig(_Model):
+    """One measured parameter of a station, shared by every equipment instance measuring it."""
+
     id: Slug
     unit: str = ""
     target: float | None = None
@@ -143,6 +157,8 @@ class ParamConfig(_Model):
 
 
 class StationConfig(_Model):
+    """One machine of a line and the parameters it measures."""
+
     id: Slug
     name: str = ""
     params: list[ParamConfig] = Field(default_factory=list)
@@ -154,6 +170,8 @@ class StationConfig(_Model):
 
 
 class LineConfig(_Model):
+    """One production line; its area is the ISA-95 topic level above it."""
+
     id: Slug
     area: Slug
     name: str = ""
@@ -166,6 +184,8 @@ class LineConfig(_Model):
 
 
 class OpcUaNode(_Model):
+    """One monitored item: an address (node id or browse path) and the series it feeds."""
+
     node_id: str | None = None
     browse_path: str | None = None
     equipment: Slug
@@ -179,6 +199,8 @@ class OpcUaNode(_Model):
 
 
 class OpcUaSource(_Model):
+    """One OPC UA server and the nodes subscribed on it, all of one station."""
+
     id: Slug
     endpoint: str
     namespace_uri: str | None = None
@@ -195,6 +217,8 @@ class OpcUaSource(_Model):
 
 
 class MqttPayload(_Model):
+    """How to read samples out of a JSON payload: timestamp path and value paths."""
+
     timestamp: str = "ts"
     timestamp_unit: Literal["s", "ms"] = "s"
     values: dict[str, str] = Field(min_length=1)
@@ -204,6 +228,8 @@ _TEMPLATE_FIELD = re.compile(r"\{(\d+)\}")
 
 
 class MqttSource(_Model):
+    """One MQTT topic filter whose payloads are readings of one station."""
+
     id: Slug
     topic: str
     qos: Literal[0, 1, 2] = 1
@@ -235,11 +261,15 @@ class MqttSource(_Model):
 
 
 class SourcesConfig(_Model):
+    """Every equipment source of the gateway."""
+
     opcua: list[OpcUaSource] = Field(default_factory=list)
     mqtt: list[MqttSource] = Field(default_factory=list)
 
 
 class PlantConfig(_Model):
+    """A whole plant file, validated; `cross_check` adds the checks across sections."""
+
     site: SiteConfig
     edge: EdgeConfig = EdgeConfig()
     broker: BrokerConfig = BrokerConfig()
