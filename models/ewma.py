@@ -98,7 +98,7 @@ class Ewma:
         if flat.size:
             j = int(flat[0])
             raise BaselineError(
-                f"EWMA needs a baseline that varies; tag {names[j]} has sigma {sigma[j]!r}"
+                f"EWMA needs a baseline that varies; tag {names[j]} has sigma {float(sigma[j])!r}"
             )
         self.center_: FloatArray = center
         self.sigma_: FloatArray = sigma

@@ -161,7 +161,8 @@ class RunRules:
         if flat.size:
             j = int(flat[0])
             raise BaselineError(
-                f"RunRules needs a baseline that varies; tag {names[j]} has sigma {sigma[j]!r}"
+                f"RunRules needs a baseline that varies; tag {names[j]} "
+                f"has sigma {float(sigma[j])!r}"
             )
         self.center_: FloatArray = center
         self.sigma_: FloatArray = sigma
