@@ -17,9 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
+from models.detector import FloatArray, NotFittedError, as_chunk
 from models.params import check_choice, check_float, check_int
-from models.phase1 import robust_sigma
+from models.phase1 import (
+    known_center_sigma,
+    require_samples,
+    require_spread,
+    robust_sigma,
+    tag_names,
+)
 
 __all__ = ["Ewma", "EwmaResult"]
 
@@ -80,26 +86,14 @@ class Ewma:
     def fit(self, baseline: npt.ArrayLike, tags: list[str] | None = None) -> Ewma:
         """Learn ``center_`` and ``sigma_`` per tag from an in-control baseline; NaNs ignored."""
         x = as_chunk(baseline, "baseline")
-        names = tags or [f"#{j}" for j in range(x.shape[1])]
-        n = np.sum(np.isfinite(x), axis=0)
-        short = np.flatnonzero(n < self.min_baseline)
-        if short.size:
-            j = int(short[0])
-            raise BaselineError(
-                f"EWMA needs at least {self.min_baseline} baseline samples per tag; "
-                f"tag {names[j]} has {int(n[j])}"
-            )
+        names = tag_names(tags, x.shape[1])
+        require_samples(x, "EWMA", self.min_baseline, names)
         center = np.nanmean(x, axis=0)
         if self.sigma_method == "std":
             sigma = np.nanstd(x, axis=0, ddof=1)
         else:
             sigma = robust_sigma(x, "mr")
-        flat = np.flatnonzero(~(sigma > 0.0))
-        if flat.size:
-            j = int(flat[0])
-            raise BaselineError(
-                f"EWMA needs a baseline that varies; tag {names[j]} has sigma {float(sigma[j])!r}"
-            )
+        require_spread(sigma, "EWMA", names)
         self.center_: FloatArray = center
         self.sigma_: FloatArray = sigma
         self.n_tags_ = int(x.shape[1])
@@ -109,14 +103,7 @@ class Ewma:
 
     def fit_known(self, center: npt.ArrayLike, sigma: npt.ArrayLike) -> Ewma:
         """Use a centre and sigma known from earlier studies instead of a baseline."""
-        c = np.atleast_1d(np.asarray(center, dtype=np.float64))
-        s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
-        if c.shape != s.shape or c.ndim != 1:
-            raise ValueError(
-                f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}"
-            )
-        if not np.all(s > 0.0):
-            raise BaselineError(f"sigma must be > 0 for every tag, got {s.tolist()}")
+        c, s = known_center_sigma(center, sigma)
         self.center_ = c
         self.sigma_ = s
         self.n_tags_ = int(c.size)

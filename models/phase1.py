@@ -23,7 +23,15 @@ from models.constants import d2
 from models.detector import BaselineError, FloatArray, as_chunk
 from models.params import check_choice, check_float, check_int
 
-__all__ = ["Phase1Limits", "fit_phase1", "robust_sigma"]
+__all__ = [
+    "Phase1Limits",
+    "fit_phase1",
+    "known_center_sigma",
+    "require_samples",
+    "require_spread",
+    "robust_sigma",
+    "tag_names",
+]
 
 #: d2 for a moving range of two consecutive values (Montgomery, Appendix VI).
 D2 = d2(2)
@@ -213,3 +221,55 @@ def _masked_median(a: FloatArray, ok: npt.NDArray[np.bool_]) -> FloatArray:
     hi = np.clip(n // 2, 0, a.shape[0] - 1)[None, :]
     med = 0.5 * (np.take_along_axis(s, lo, axis=0)[0] + np.take_along_axis(s, hi, axis=0)[0])
     return np.where(n > 0, med, np.nan)
+
+
+def tag_names(tags: list[str] | None, n_tags: int) -> list[str]:
+    """The names used in Phase I messages: the caller's tag names, else ``#0``, ``#1``, ..."""
+    return list(tags) if tags else [f"#{j}" for j in range(n_tags)]
+
+
+def require_samples(x: FloatArray, owner: str, min_samples: int, names: list[str]) -> None:
+    """Raise `BaselineError` naming the first tag with fewer than ``min_samples`` usable values.
+
+    Examples:
+        >>> try:
+        ...     require_samples(np.ones((7, 1)), "EWMA", 20, ["lane03_A"])
+        ... except BaselineError as e:
+        ...     print(e)
+        EWMA needs at least 20 baseline samples per tag; tag lane03_A has 7
+    """
+    n = np.sum(np.isfinite(x), axis=0)
+    short = np.flatnonzero(n < min_samples)
+    if short.size:
+        j = int(short[0])
+        raise BaselineError(
+            f"{owner} needs at least {min_samples} baseline samples per tag; "
+            f"tag {names[j]} has {int(n[j])}"
+        )
+
+
+def require_spread(spread: FloatArray, owner: str, names: list[str], what: str = "sigma") -> None:
+    """Raise `BaselineError` naming the first tag whose baseline does not vary."""
+    flat = np.flatnonzero(~(spread > 0.0))
+    if flat.size:
+        j = int(flat[0])
+        raise BaselineError(
+            f"{owner} needs a baseline that varies; tag {names[j]} has {what} "
+            f"{float(spread[j])!r}"
+        )
+
+
+def known_center_sigma(
+    center: npt.ArrayLike, sigma: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Validate a centre and sigma known from earlier studies: 1-D, one length, sigma > 0."""
+    c = np.atleast_1d(np.asarray(center, dtype=np.float64))
+    s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    if c.shape != s.shape or c.ndim != 1:
+        raise ValueError(f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}")
+    if not (np.all(s > 0.0) and np.all(np.isfinite(s)) and np.all(np.isfinite(c))):
+        raise BaselineError(
+            "center must be finite and sigma finite and > 0 for every tag, got "
+            f"{c.tolist()}, {s.tolist()}"
+        )
+    return c, s

@@ -28,9 +28,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
+from models.detector import FloatArray, NotFittedError, as_chunk
 from models.params import check_choice, check_float, check_int
-from models.phase1 import robust_sigma
+from models.phase1 import (
+    known_center_sigma,
+    require_samples,
+    require_spread,
+    robust_sigma,
+    tag_names,
+)
 
 __all__ = ["RunRules", "RunRulesResult"]
 
@@ -146,24 +152,11 @@ class RunRules:
     def fit(self, baseline: npt.ArrayLike, tags: list[str] | None = None) -> RunRules:
         """Learn ``center_`` (mean) and ``sigma_`` (mean moving range / d2) per tag."""
         x = as_chunk(baseline, "baseline")
-        names = tags or [f"#{j}" for j in range(x.shape[1])]
-        n = np.sum(np.isfinite(x), axis=0)
-        short = np.flatnonzero(n < self.min_baseline)
-        if short.size:
-            j = int(short[0])
-            raise BaselineError(
-                f"RunRules needs at least {self.min_baseline} baseline samples per tag; "
-                f"tag {names[j]} has {int(n[j])}"
-            )
+        names = tag_names(tags, x.shape[1])
+        require_samples(x, "RunRules", self.min_baseline, names)
         center = np.nanmean(x, axis=0)
         sigma = robust_sigma(x, "mr")
-        flat = np.flatnonzero(~(sigma > 0.0))
-        if flat.size:
-            j = int(flat[0])
-            raise BaselineError(
-                f"RunRules needs a baseline that varies; tag {names[j]} "
-                f"has sigma {float(sigma[j])!r}"
-            )
+        require_spread(sigma, "RunRules", names)
         self.center_: FloatArray = center
         self.sigma_: FloatArray = sigma
         self.n_tags_ = int(x.shape[1])
@@ -173,17 +166,7 @@ class RunRules:
 
     def fit_known(self, center: npt.ArrayLike, sigma: npt.ArrayLike) -> RunRules:
         """Use a centre and sigma known from earlier studies instead of a baseline."""
-        c = np.atleast_1d(np.asarray(center, dtype=np.float64))
-        s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
-        if c.shape != s.shape or c.ndim != 1:
-            raise ValueError(
-                f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}"
-            )
-        if not (np.all(s > 0.0) and np.all(np.isfinite(s)) and np.all(np.isfinite(c))):
-            raise BaselineError(
-                f"center must be finite and sigma finite and > 0 for every tag, "
-                f"got {c.tolist()}, {s.tolist()}"
-            )
+        c, s = known_center_sigma(center, sigma)
         self.center_ = c
         self.sigma_ = s
         self.n_tags_ = int(c.size)

@@ -20,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from models.constants import d2
-from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
+from models.detector import FloatArray, NotFittedError, as_chunk
 from models.params import check_float, check_int
+from models.phase1 import known_center_sigma, require_samples, require_spread, tag_names
 
 __all__ = ["Individuals", "IndividualsResult"]
 
@@ -93,40 +94,17 @@ class Individuals:
         samples had been removed from the series.
         """
         x = as_chunk(baseline, "baseline")
-        names = tags or [f"#{j}" for j in range(x.shape[1])]
-        n = np.sum(np.isfinite(x), axis=0)
-        short = np.flatnonzero(n < self.min_baseline)
-        if short.size:
-            j = int(short[0])
-            raise BaselineError(
-                f"Individuals needs at least {self.min_baseline} baseline samples per tag; "
-                f"tag {names[j]} has {int(n[j])}"
-            )
+        names = tag_names(tags, x.shape[1])
+        require_samples(x, "Individuals", self.min_baseline, names)
         mr, _ = _moving_range(x, np.full(x.shape[1], np.nan))
         mr_bar = np.nanmean(mr, axis=0)
-        flat = np.flatnonzero(~(mr_bar > 0.0))
-        if flat.size:
-            j = int(flat[0])
-            raise BaselineError(
-                f"Individuals needs a baseline that varies; tag {names[j]} has MRbar "
-                f"{float(mr_bar[j])!r}"
-            )
+        require_spread(mr_bar, "Individuals", names, "MRbar")
         self._set(np.nanmean(x, axis=0), mr_bar / D2)
         return self
 
     def fit_known(self, center: npt.ArrayLike, sigma: npt.ArrayLike) -> Individuals:
         """Use a centre and process sigma known from earlier studies instead of a baseline."""
-        c = np.atleast_1d(np.asarray(center, dtype=np.float64))
-        s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
-        if c.shape != s.shape or c.ndim != 1:
-            raise ValueError(
-                f"center and sigma must be 1-D of one length, got {c.shape}, {s.shape}"
-            )
-        if not (np.all(s > 0.0) and np.all(np.isfinite(s)) and np.all(np.isfinite(c))):
-            raise BaselineError(
-                f"center must be finite and sigma finite and > 0 for every tag, got "
-                f"{c.tolist()}, {s.tolist()}"
-            )
+        c, s = known_center_sigma(center, sigma)
         self._set(c, s)
         return self
 
