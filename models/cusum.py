@@ -41,7 +41,8 @@ class CusumResult:
     Fields:
         c_plus, c_minus: the upper and lower CUSUMs in data units (NaN where skipped).
         n_plus, n_minus: consecutive valid samples the statistic has been above zero (N+, N-);
-            a skipped sample repeats the carried count.
+            a skipped sample repeats the carried count. int32, half the memory of int64: a run
+            would need 2**31 samples (68 years at one per second) to outgrow it.
         signal: +1 where C+ > H, -1 where C- > H, 0 otherwise (and where skipped). Should both
             exceed H at once, the larger statistic wins.
         change_point: on a signalling sample, the absolute ``sample`` index of the first sample
@@ -52,7 +53,8 @@ class CusumResult:
             NaN elsewhere.
         sample: the absolute row index of each row, counted from 0 since ``fit`` or ``reset``
             over all rows (skipped ones included), so a caller can map ``change_point`` back to
-            its timestamps.
+            its timestamps. A read-only broadcast view of one column (every tag shares its
+            row's index), so it costs no memory; copy it before writing to it.
         skipped: per tag ``(tags,)``, how many samples of this chunk were NaN and skipped.
 
     Examples:
@@ -67,8 +69,8 @@ class CusumResult:
 
     c_plus: FloatArray
     c_minus: FloatArray
-    n_plus: npt.NDArray[np.int64]
-    n_minus: npt.NDArray[np.int64]
+    n_plus: npt.NDArray[np.int32]
+    n_minus: npt.NDArray[np.int32]
     signal: npt.NDArray[np.int8]
     change_point: npt.NDArray[np.int64]
     shift: FloatArray
@@ -175,9 +177,10 @@ class Cusum:
             start = self.head_start * self.sigma_
             self._cp = start.copy()
             self._cm = start.copy()
-            self._np = np.zeros(self.n_tags_, dtype=np.int64)
-            self._nm = np.zeros(self.n_tags_, dtype=np.int64)
-            # Absolute index of the first sample of the current excursion, per side.
+            self._np = np.zeros(self.n_tags_, dtype=np.int32)
+            self._nm = np.zeros(self.n_tags_, dtype=np.int32)
+            # Absolute index of the first sample of the current excursion, per side; read only
+            # while that side's N is above zero.
             self._sp = np.zeros(self.n_tags_, dtype=np.int64)
             self._sm = np.zeros(self.n_tags_, dtype=np.int64)
             self._rows = 0
@@ -194,26 +197,30 @@ class Cusum:
         sp_in, sm_in = self._sp, self._sm
         up_ref = self.center_ + self.reference_
         dn_ref = self.center_ - self.reference_
-        # Two allocations for the eight (time, tags) outputs: a fresh large array costs as much
-        # in page faults as the arithmetic that fills it, and a few blocks are recycled.
+        # Two allocations for the seven written (time, tags) outputs, each small enough for the
+        # allocator to recycle: a fresh large array costs as much in page faults as the
+        # arithmetic that fills it. ``sample`` is a broadcast view and needs no memory at all,
+        # and N is int32: the outputs are written once, so their bytes set the pace.
         size = t * m
-        raw = np.empty(3 * 8 * size + size, dtype=np.uint8)
-        floats = raw[: 3 * 8 * size].view(np.float64).reshape(3, t, m)
+        wide = np.empty(4 * 8 * size, dtype=np.uint8)
+        floats = wide[: 3 * 8 * size].view(np.float64).reshape(3, t, m)
         c_plus, c_minus, shift = floats[0], floats[1], floats[2]
-        signal = raw[3 * 8 * size :].view(np.int8).reshape(t, m)
-        ints = np.empty((4, t, m), dtype=np.int64)
-        n_plus, n_minus, change, sample = ints[0], ints[1], ints[2], ints[3]
+        change = wide[3 * 8 * size :].view(np.int64).reshape(t, m)
+        narrow = np.empty(2 * 4 * size + size, dtype=np.uint8)
+        counts = narrow[: 2 * 4 * size].view(np.int32).reshape(2, t, m)
+        n_plus, n_minus = counts[0], counts[1]
+        signal = narrow[2 * 4 * size :].view(np.int8).reshape(t, m)
         # The recursion runs in place in the outputs, row by row over all tags. A NaN or inf
         # sample leaves a non-finite C+ or C- in its column from then on, so finite last rows
         # prove a column had no sample to skip; only columns that had one are redone.
-        np.subtract(x, up_ref, out=c_plus)
-        np.subtract(dn_ref, x, out=c_minus)
         big = self.interval_
-        up = np.empty((t, m), dtype=bool)
-        dn = np.empty((t, m), dtype=bool)
+        beyond = np.empty((2, t, m), dtype=bool)
+        up, dn = beyond[0], beyond[1]
+        at_zero = np.empty((2, t, m), dtype=bool)
+        sums_in = np.stack([self._cp, self._cm])
         with np.errstate(invalid="ignore"):
-            _recurse(c_plus, n_plus, self._cp, self._np, None, big, up)
-            _recurse(c_minus, n_minus, self._cm, self._nm, None, big, dn)
+            _accumulate(x, up_ref, dn_ref, sums_in, floats[:2], big, beyond, at_zero)
+        _run_lengths(at_zero, np.stack([self._np, self._nm]), counts)
         gaps: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
         skipped = np.zeros(m, dtype=np.int64)
         if t:
@@ -234,7 +241,8 @@ class Cusum:
             self._cp, self._cm = c_plus[-1].copy(), c_minus[-1].copy()
             self._np, self._nm = n_plus[-1].copy(), n_minus[-1].copy()
         self._sp, self._sm = sp, sm
-        sample[...] = np.arange(first, first + t, dtype=np.int64)[:, None]
+        rows_seen = np.arange(first, first + t, dtype=np.int64)[:, None]
+        sample: npt.NDArray[np.int64] = np.broadcast_to(rows_seen, (t, m))
         self._rows += t
 
         if gaps.size:
@@ -253,20 +261,23 @@ class Cusum:
             np.subtract(upper.view(np.int8), lower.view(np.int8), out=signal)
             where_gap = np.full(m, -1, dtype=np.intp)
             where_gap[gaps] = np.arange(gaps.size)
-            for mask, counts, carried, gap_start, ref, stat, sign in (
+            flat_change, flat_shift = change.reshape(-1), shift.reshape(-1)
+            for mask, runs, carried, gap_start, ref, stat, sign in (
                 (upper, n_plus, sp_in, gap_sp, up_ref, c_plus, 1.0),
                 (lower, n_minus, sm_in, gap_sm, dn_ref, c_minus, -1.0),
             ):
-                rows, cols = np.nonzero(mask)
-                n = counts[rows, cols]
+                # The flat positions, then (row, tag): far quicker than a 2-D nonzero.
+                at = np.flatnonzero(mask)
+                rows, cols = np.divmod(at, m)
+                n = runs.reshape(-1)[at]
                 begin = np.where(n <= rows + 1, first + rows + 1 - n, carried[cols])
                 g = where_gap[cols]
                 in_gap = g >= 0
                 begin[in_gap] = gap_start[rows[in_gap], g[in_gap]]
-                change[rows, cols] = begin
+                flat_change[at] = begin
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    step = stat[rows, cols] / np.maximum(n, 1)
-                    shift[rows, cols] = ref[cols] + step if sign > 0 else ref[cols] - step
+                    step = stat.reshape(-1)[at] / np.maximum(n, 1)
+                    flat_shift[at] = ref[cols] + step if sign > 0 else ref[cols] - step
         if gaps.size:
             c_plus[:, gaps] = np.where(ok, c_plus[:, gaps], np.nan)
             c_minus[:, gaps] = np.where(ok, c_minus[:, gaps], np.nan)
@@ -291,8 +302,8 @@ class Cusum:
         dn_ref: FloatArray,
         c_plus: FloatArray,
         c_minus: FloatArray,
-        n_plus: npt.NDArray[np.int64],
-        n_minus: npt.NDArray[np.int64],
+        n_plus: npt.NDArray[np.int32],
+        n_minus: npt.NDArray[np.int32],
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Redo the ``gaps`` columns of the outputs, skipping their non-finite samples.
 
@@ -305,8 +316,8 @@ class Cusum:
         x0 = np.where(ok, x, 0.0)
         cp = x0 - up_ref[gaps]
         cm = dn_ref[gaps] - x0
-        n_p = np.empty(cp.shape, dtype=np.int64)
-        n_m = np.empty(cm.shape, dtype=np.int64)
+        n_p = np.empty(cp.shape, dtype=np.int32)
+        n_m = np.empty(cm.shape, dtype=np.int32)
         _recurse(cp, n_p, self._cp[gaps], self._np[gaps], (miss, holes))
         _recurse(cm, n_m, self._cm[gaps], self._nm[gaps], (miss, holes))
         c_plus[:, gaps], c_minus[:, gaps] = cp, cm
@@ -319,22 +330,91 @@ class Cusum:
         )
 
 
+#: Tags from which a row is long enough to be worth two more calls per row on cached data.
+_WIDE_ROW = 2048
+
+
+def _accumulate(
+    x: FloatArray,
+    up_ref: FloatArray,
+    dn_ref: FloatArray,
+    carried: FloatArray,
+    stat: FloatArray,
+    big: FloatArray,
+    above: npt.NDArray[np.bool_],
+    at_zero: npt.NDArray[np.bool_],
+) -> None:
+    """Both sides of a gap-free CUSUM into ``stat`` ``(2, time, tags)``, row by row.
+
+    C+_t = max(0, x_t - up_ref + C+_(t-1)) and C-_t = max(0, dn_ref - x_t + C-_(t-1)) from the
+    ``carried`` (C+, C-); ``above`` receives C > ``big`` and ``at_zero`` C <= 0, both shaped
+    like ``stat``. Both sides share one pass over ``x``, so each sample row is read once. On
+    wide rows the marks are taken row by row, so each statistic row is read back while still in
+    cache; on narrow ones a call per row costs more than the data, so
+    they are taken over the whole chunk at once. ``maximum`` against an array of zeros takes
+    the vectorized loop that a scalar 0.0 does not, with the same result bit for bit (NaN and
+    signed zeros included).
+    """
+    zero = np.zeros(up_ref.shape)
+    inline = up_ref.size >= _WIDE_ROW
+    cp, cm = carried
+    ups, dns = stat
+    up_above, dn_above = above
+    up_zero, dn_zero = at_zero
+    for i, (sample, row_p, row_m) in enumerate(zip(x, ups, dns, strict=True)):
+        np.subtract(sample, up_ref, out=row_p)
+        np.add(row_p, cp, out=row_p)
+        np.maximum(zero, row_p, out=row_p)
+        np.subtract(dn_ref, sample, out=row_m)
+        np.add(row_m, cm, out=row_m)
+        np.maximum(zero, row_m, out=row_m)
+        if inline:
+            np.greater(row_p, big, out=up_above[i])
+            np.less_equal(row_p, 0.0, out=up_zero[i])
+            np.greater(row_m, big, out=dn_above[i])
+            np.less_equal(row_m, 0.0, out=dn_zero[i])
+        cp, cm = row_p, row_m
+    if not inline:
+        np.greater(stat, big, out=above)
+        np.less_equal(stat, 0.0, out=at_zero)
+
+
+def _run_lengths(
+    at_zero: npt.NDArray[np.bool_], carried: npt.NDArray[np.int32], counts: npt.NDArray[np.int32]
+) -> None:
+    """N per sample of a gap-free chunk (``(sides, time, tags)``): samples since the last zero.
+
+    Rows at zero mark their own index (offset by 2**31), rows above zero mark 0; a running
+    maximum down the rows then holds the latest zero, and N is the distance to it. The carried
+    count ``(sides, tags)`` enters as a zero ``carried + 1`` rows before the chunk. Whole-array
+    steps and one maximum per row replace the three dependent steps per row of a count carried
+    row by row.
+    """
+    t = at_zero.shape[1]
+    if t == 0:
+        return
+    offset = np.uint32(2**31)
+    here = np.arange(t, dtype=np.uint32)[:, None] + offset
+    marks = counts.view(np.uint32)
+    np.multiply(at_zero, here, out=marks)
+    np.maximum(marks[:, 0], offset - np.uint32(1) - carried.view(np.uint32), out=marks[:, 0])
+    for i in range(1, t):
+        np.maximum(marks[:, i - 1], marks[:, i], out=marks[:, i])
+    np.subtract(here, marks, out=marks)
+
+
 def _recurse(
     stat: FloatArray,
-    counts: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int32],
     c: FloatArray,
-    n: npt.NDArray[np.int64],
-    skip: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]] | None,
-    big: FloatArray | None = None,
-    above: npt.NDArray[np.bool_] | None = None,
+    n: npt.NDArray[np.int32],
+    skip: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]],
 ) -> None:
-    """One side of the CUSUM in place: ``stat`` holds the increments and becomes the statistic.
+    """One side of the CUSUM in place for columns with samples to skip (NaN or inf).
 
-    ``counts`` receives N (consecutive samples above zero); ``c`` and ``n`` are the carried
-    statistic and count. ``skip`` = (per-sample mask, per-row any) marks samples that leave the
-    state unchanged. With ``big`` given, ``above`` receives ``stat > big`` while each row is
-    still in cache. ``maximum`` against an array of zeros takes the vectorized loop that a
-    scalar 0.0 does not, with the same result bit for bit (NaN and signed zeros included).
+    ``stat`` holds the increments and becomes the statistic, ``counts`` receives N; ``c`` and
+    ``n`` are the carried statistic and count. ``skip`` = (per-sample mask, per-row any) marks
+    samples that leave the state unchanged.
     """
     zero = np.zeros(c.shape)
     pos = np.empty(c.shape, dtype=bool)
@@ -344,51 +424,25 @@ def _recurse(
         np.greater(row, 0.0, out=pos)
         np.add(n, 1, out=k)
         np.multiply(k, pos, out=k)
-        if skip is not None and skip[1][i]:
+        if skip[1][i]:
             np.copyto(row, c, where=skip[0][i])
             np.copyto(k, n, where=skip[0][i])
-        if above is not None and big is not None:
-            np.greater(row, big, out=above[i])
         c, n = row, k
 
 
 def _excursion_start(
-    counts: npt.NDArray[np.int64], carried: npt.NDArray[np.int64], first: int
+    counts: npt.NDArray[np.int32], carried: npt.NDArray[np.int64], first: int
 ) -> npt.NDArray[np.int64]:
-    """Absolute index of the last sample whose N was 1, per tag, after a gap-free chunk.
+    """Absolute index of the first sample of each tag's current excursion after a gap-free chunk.
 
-    A run of N = n ending at row i began at row i + 1 - n; a run longer than the rows seen so
-    far began in an earlier chunk (``carried``). Tags whose N ended at 0 are traced back, row by
-    row, to the end of their last run; in-control data finds most within a few rows, so whole
-    rows are scanned while many tags are pending and only the pending columns after that.
+    A run of N = n ending at the last row began at row t - n; a run longer than the rows seen so
+    far began in an earlier chunk (``carried``). Tags whose N ended at 0 keep ``carried``: no
+    later result reads it, since an excursion that starts later is dated from its own N.
     """
-    t, m = counts.shape
-    last = counts[-1]
-    out = np.where((last >= 1) & (last <= t), first + t - last, carried)
-    pending = last == 0
-    left = int(np.count_nonzero(pending))
-    hit = np.empty(m, dtype=bool)
-    i = t - 2
-    while i >= 0 and left > m // 16:
-        np.greater(counts[i], 0, out=hit)
-        np.logical_and(hit, pending, out=hit)
-        cols = np.flatnonzero(hit)
-        if cols.size:
-            n = counts[i, cols]
-            out[cols] = np.where(n <= i + 1, first + i + 1 - n, carried[cols])
-            pending[cols] = False
-            left -= cols.size
-        i -= 1
-    todo = np.flatnonzero(pending)
-    while i >= 0 and todo.size:
-        n = counts[i, todo]
-        ended = n >= 1
-        if ended.any():
-            cols, n = todo[ended], n[ended]
-            out[cols] = np.where(n <= i + 1, first + i + 1 - n, carried[cols])
-            todo = todo[~ended]
-        i -= 1
-    return out
+    t = counts.shape[0]
+    last = counts[-1].astype(np.int64)
+    base = np.int64(first)  # int64 arithmetic: the absolute index can outgrow the counts
+    return np.where((last >= 1) & (last <= t), base + t - last, carried)
 
 
 def _latest(

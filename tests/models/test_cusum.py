@@ -339,3 +339,39 @@ def test_many_tags_with_gaps_match_the_sample_by_sample_recursion() -> None:
             got = np.concatenate([getattr(r, field)[:, j] for r in res])
             np.testing.assert_array_equal(got, expected, err_msg=f"{field} of tag {j}")
     assert any((r.signal != 0).any() for r in res)
+
+
+def test_wide_rows_match_the_sample_by_sample_recursion_across_chunk_edges() -> None:
+    # Wide enough for the row-by-row marks; shifts that come and go make excursions end and
+    # restart on and across chunk edges, so carried excursion starts are read and replaced.
+    tags = 2500
+    rng = np.random.default_rng(83)
+    x = rng.normal(size=(240, tags))
+    x[30:90] += np.where(np.arange(tags) % 2 == 0, 1.5, -1.5)
+    x[150:200:2] += 2.5
+    x[rng.random(x.shape) < 0.0005] = np.nan  # a few columns take the skipping path
+    x[120, 11] = np.inf
+    det = Cusum(k=0.5, h=4.0).fit_known(np.zeros(tags), np.ones(tags))
+    cuts = (0, 1, 1, 29, 30, 89, 90, 91, 150, 151, 240)
+    res = [det.update(x[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    for j in [*range(0, tags, 37), 11]:
+        ref = _sample_by_sample(x[:, j], 0.0, 1.0, 0.5, 4.0)
+        for field, expected in ref.items():
+            got = np.concatenate([getattr(r, field)[:, j] for r in res])
+            np.testing.assert_array_equal(got, expected, err_msg=f"{field} of tag {j}")
+    signals = np.concatenate([r.signal for r in res])
+    assert (signals[30:90] == 1).any() and (signals[30:90] == -1).any()
+    assert (signals[150:200] == 1).sum() > (signals[100:150] == 1).sum()
+
+
+def test_result_representation_of_counts_and_sample() -> None:
+    det = Cusum().fit_known(np.zeros(3), np.ones(3))
+    det.update(np.zeros((4, 3)))
+    res = det.update(np.full((5, 3), 2.0))
+    assert res.n_plus.dtype == np.int32 and res.n_minus.dtype == np.int32
+    assert res.n_plus[:, 0].tolist() == [1, 2, 3, 4, 5]
+    assert res.sample.shape == (5, 3) and res.sample.dtype == np.int64
+    assert res.sample.tolist() == [[i] * 3 for i in range(4, 9)]
+    assert not res.sample.flags.writeable  # one shared column, not a copy per tag
+    with pytest.raises(ValueError):
+        res.sample[0, 0] = 0
