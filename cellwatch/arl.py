@@ -23,6 +23,7 @@ from models.arl import (
     Design,
     EwmaDesign,
     ShewhartDesign,
+    has_chain,
     markov_arl,
     simulate_arl,
     solve_design,
@@ -80,12 +81,14 @@ def run_arl(args: argparse.Namespace) -> int:
     """Compute (and optionally solve) a design's ARL; print the result; return the exit code."""
     try:
         design = build_design(args)
-        simulate = args.method == "simulation" or (
-            isinstance(design, EwmaDesign) and design.limits == "exact"
+        no_chain = (isinstance(design, EwmaDesign) and design.limits == "exact") or (
+            isinstance(design, ShewhartDesign) and not has_chain(design)
         )
-        if args.method == "markov" and simulate:
+        simulate = args.method == "simulation" or no_chain
+        if args.method == "markov" and no_chain:
             raise ArlUsageError(
-                "--method markov needs fixed asymptotic limits; exact EWMA limits are simulated"
+                "--method markov needs fixed asymptotic limits and zone rules; exact EWMA "
+                "limits and rules nelson3, nelson4, nelson8 are simulated"
             )
         if not simulate:
             given = [

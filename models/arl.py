@@ -43,9 +43,11 @@ import numpy as np
 import numpy.typing as npt
 
 from models.params import ParameterError, check_choice, check_float, check_int
+from models.runrules import RunRules
 
 __all__ = [
     "RULES",
+    "has_chain",
     "ArlResult",
     "CusumDesign",
     "Design",
@@ -60,11 +62,15 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-#: Rule names a Shewhart design accepts. Zones are thirds of the limit distance (1, 2, 3 sigma
-#: for L = 3). we1: one point beyond the limits; we2: 2 of 3 beyond 2 sigma on one side; we3:
-#: 4 of 5 beyond 1 sigma on one side; we4: 8 in a row on one side of the centre; nelson2: 9 in
-#: a row on one side; nelson7: 15 in a row within 1 sigma (stratification).
-RULES: tuple[str, ...] = ("we1", "we2", "we3", "we4", "nelson2", "nelson7")
+#: Rule names a Shewhart design accepts: every rule `models.runrules.RunRules` knows. Zones are
+#: thirds of the limit distance (1, 2, 3 sigma for L = 3). The zone rules (we1-we4, nelson1,
+#: nelson2, nelson5-nelson7) have an exact Markov chain; nelson3 (6 in a row trending),
+#: nelson4 (14 alternating) and nelson8 (8 in a row beyond 1 sigma on either side) depend on
+#: the values' order or mix both sides, so their ARLs are simulated with `RunRules` (L = 3).
+RULES: tuple[str, ...] = RunRules.RULES
+
+#: Nelson rules that are the same test as a Western Electric rule.
+_ALIASES = {"nelson1": "we1", "nelson5": "we2", "nelson6": "we3"}
 
 # Zone categories of one standardized point, with z = L / 3:
 # 0: x < -3z, 1: (-3z, -2z), 2: (-2z, -z), 3: (-z, 0), 4: (0, z), 5: (z, 2z), 6: (2z, 3z),
@@ -230,6 +236,12 @@ def markov_arl(design: Design, shift: float = 0.0, *, states: int = 151) -> ArlR
 
 def _markov_arl(design: Design, shift: float, states: int) -> ArlResult:
     if isinstance(design, ShewhartDesign):
+        if not has_chain(design):
+            raise ParameterError(
+                "The 'rules' parameter of markov_arl's ShewhartDesign must be zone rules with a "
+                f"Markov chain ({', '.join(_CLAUSES)} or their Nelson aliases); simulate the "
+                f"others. Got {design.rules!r} instead."
+            )
         value, n = _shewhart_chain_arl(design.L, _rule_key(design.rules), shift)
         return ArlResult(value, 0.0, "markov", _SHEWHART, 0.0, n)
     if isinstance(design, EwmaDesign):
@@ -303,7 +315,14 @@ def _zone_probabilities(L: float, shift: float) -> FloatArray:  # noqa: N803
 
 
 def _rule_key(rules: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(r for r in RULES if r in set(rules))
+    """The rules as Markov-chain clauses: aliases folded, in one canonical order."""
+    wanted = {_ALIASES.get(r, r) for r in rules}
+    return tuple(r for r in _CLAUSES if r in wanted)
+
+
+def has_chain(design: ShewhartDesign) -> bool:
+    """True when every rule of ``design`` is a zone rule with an exact Markov chain."""
+    return all(_ALIASES.get(r, r) in _CLAUSES for r in design.rules)
 
 
 @lru_cache(maxsize=32)
@@ -507,6 +526,8 @@ def simulate_arl(
     seed = check_int("simulate_arl", "seed", seed, 0)
     max_steps = check_int("simulate_arl", "max_steps", max_steps, 1)
     stepper: _Stepper
+    if isinstance(design, ShewhartDesign) and not has_chain(design):
+        return _simulate_run_rules(design, shift, runs, seed, max_steps)
     if isinstance(design, ShewhartDesign):
         stepper, convention = _ShewhartStepper(design, runs), _SHEWHART
     elif isinstance(design, EwmaDesign):
@@ -537,6 +558,39 @@ def simulate_arl(
     return ArlResult(mean, se, "simulation", convention, runs=runs, censored=int(alive.size))
 
 
+def _simulate_run_rules(
+    design: ShewhartDesign, shift: float, runs: int, seed: int, max_steps: int
+) -> ArlResult:
+    """Zero-state ARL of rules without a chain, running `RunRules` over blocks of samples.
+
+    Each run is one column; all columns advance together block by block, and a run's length is
+    its first signalling row. Only the 3-sigma zones of `RunRules` exist, hence L = 3.
+    """
+    if design.L != 3.0:
+        raise ParameterError(
+            "The 'L' parameter of ShewhartDesign must be 3.0 when the rules include "
+            f"{', '.join(r for r in design.rules if _ALIASES.get(r, r) not in _CLAUSES)} "
+            f"(simulated with 1, 2, 3 sigma zones). Got {design.L!r} instead."
+        )
+    rng = np.random.default_rng(seed)
+    det = RunRules(rules=design.rules).fit_known(np.zeros(runs), np.ones(runs))
+    length = np.full(runs, max_steps, dtype=np.int64)
+    open_ = np.ones(runs, dtype=bool)
+    t, block = 0, 256
+    while open_.any() and t < max_steps:
+        rows = min(block, max_steps - t)
+        res = det.update(rng.standard_normal((rows, runs)) + shift)
+        fired = res.signal != 0
+        hit = fired.any(axis=0) & open_
+        length[hit] = t + 1 + fired[:, hit].argmax(axis=0)
+        open_ &= ~hit
+        t += rows
+        block = min(block * 2, 8192)
+    mean = float(length.mean())
+    se = float(length.std(ddof=1) / math.sqrt(runs))
+    return ArlResult(mean, se, "simulation", _SHEWHART, runs=runs, censored=int(open_.sum()))
+
+
 def arl(
     design: Design,
     shift: float = 0.0,
@@ -553,7 +607,9 @@ def arl(
         >>> arl(EwmaDesign(lam=0.2, L=3.0, limits="exact"), shift=2.0, runs=500).method
         'simulation'
     """
-    if isinstance(design, EwmaDesign) and design.limits == "exact":
+    if (isinstance(design, EwmaDesign) and design.limits == "exact") or (
+        isinstance(design, ShewhartDesign) and not has_chain(design)
+    ):
         return simulate_arl(design, shift, runs=runs, seed=seed, max_steps=max_steps)
     return markov_arl(design, shift)
 
@@ -579,6 +635,11 @@ def solve_design(design: Design, target_arl0: float) -> Design:
         raise ParameterError(
             "The 'limits' parameter of solve_design's EwmaDesign must be 'asymptotic' (the "
             f"solver needs the exact Markov ARL). Got {design.limits!r} instead."
+        )
+    if isinstance(design, ShewhartDesign) and not has_chain(design):
+        raise ParameterError(
+            "The 'rules' parameter of solve_design's ShewhartDesign must be zone rules with a "
+            f"Markov chain (the solver needs the exact ARL). Got {design.rules!r} instead."
         )
     name = "h" if isinstance(design, CusumDesign) else "L"
 

@@ -98,3 +98,13 @@ def test_bad_usage_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -
     assert res.returncode == 2
     assert res.stdout == ""
     assert res.stderr.strip() == message
+
+
+def test_nelson_rule_names_are_accepted_as_in_the_documented_interface() -> None:
+    res = _run("--chart", "shewhart", "--rules", "we1,we2,we3,we4,nelson5", "--json")
+    assert res.returncode == 0, res.stderr
+    out = _last_json(res)
+    assert out["method"] == "markov" and round(out["arl"], 2) == 91.75
+    res = _run("--chart", "shewhart", "--rules", "we1,nelson3", "--runs", "500", "--json")
+    assert res.returncode == 0, res.stderr
+    assert _last_json(res)["method"] == "simulation"

@@ -386,3 +386,31 @@ def test_results_are_frozen_and_exact_methods_have_no_standard_error() -> None:
     assert res.convention == "zero-state, no head start, 1/ARL = 1/ARL+ + 1/ARL-"
     with pytest.raises(AttributeError):
         res.arl = 1.0  # type: ignore[misc]
+
+
+def test_nelson_aliases_use_the_western_electric_chain() -> None:
+    we = markov_arl(ShewhartDesign(rules=("we1", "we2", "we3"))).arl
+    nelson = markov_arl(ShewhartDesign(rules=("nelson1", "nelson5", "nelson6"))).arl
+    assert nelson == we
+
+
+def test_run_rules_simulation_agrees_with_the_chain() -> None:
+    """The RunRules-based simulation (used for nelson3, 4, 8) checked where a chain exists."""
+    from models.arl import _simulate_run_rules
+
+    design = ShewhartDesign(rules=("we1", "we2", "we3", "we4"))
+    sim = _simulate_run_rules(design, 0.0, runs=6000, seed=5, max_steps=20_000)
+    assert sim.censored == 0
+    assert abs(sim.arl - markov_arl(design).arl) < 4 * sim.se, (sim.arl, sim.se)
+
+
+def test_rules_without_a_chain_are_simulated_and_need_three_sigma_zones() -> None:
+    design = ShewhartDesign(rules=("we1", "nelson3"))
+    res = arl(design, runs=2000, seed=3)
+    assert res.method == "simulation" and res.censored == 0
+    # Adding a rule can only shorten the in-control run length.
+    assert res.arl < markov_arl(ShewhartDesign(rules=("we1",))).arl
+    with pytest.raises(ParameterError, match="'L' parameter of ShewhartDesign must be 3.0"):
+        arl(ShewhartDesign(L=2.5, rules=("nelson4",)), runs=100)
+    with pytest.raises(ParameterError, match="zone rules with a Markov chain"):
+        markov_arl(design)
