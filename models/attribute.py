@@ -19,7 +19,7 @@ References: Montgomery, *Introduction to Statistical Quality Control*, 8th ed., 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +80,17 @@ class _AttributeChart:
         raise NotImplementedError
 
     # -- Phase I -----------------------------------------------------------------------------
+
+    def fit(
+        self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None,
+        tags: list[str] | None = None,
+    ) -> Self:  # fmt: skip
+        """Estimate the centre (p-bar, c-bar or u-bar) per tag from baseline counts and sizes.
+
+        The c chart ignores ``sizes``.
+        """
+        self._fit(counts, sizes, tags)
+        return self
 
     def _fit(
         self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None, tags: list[str] | None
@@ -144,6 +155,10 @@ class _AttributeChart:
         """Nothing to forget: each sample is judged on its own. Keeps the fit."""
 
     # -- Phase II ----------------------------------------------------------------------------
+
+    def update(self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None) -> AttributeResult:
+        """Chart one ``(time, tags)`` chunk of counts and sizes (the c chart ignores sizes)."""
+        return self._chart(counts, sizes)
 
     def _chart(self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None) -> AttributeResult:
         if not self._fitted:
@@ -238,22 +253,10 @@ class PChart(_AttributeChart):
 
     _name = "PChart"
 
-    def fit(
-        self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None,
-        tags: list[str] | None = None,
-    ) -> PChart:  # fmt: skip
-        """Estimate p-bar per tag from baseline nonconforming counts and sample sizes."""
-        self._fit(counts, sizes, tags)
-        return self
-
     def fit_known(self, p: npt.ArrayLike) -> PChart:
         """Use a fraction nonconforming known or specified in advance (one per tag)."""
         self._fit_known(p, "p")
         return self
-
-    def update(self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None) -> AttributeResult:
-        """Chart one ``(time, tags)`` chunk of counts and sizes."""
-        return self._chart(counts, sizes)
 
     def _plotted(self, counts: FloatArray, sizes: FloatArray) -> FloatArray:
         return counts / sizes
@@ -286,22 +289,10 @@ class NpChart(_AttributeChart):
 
     _name = "NpChart"
 
-    def fit(
-        self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None,
-        tags: list[str] | None = None,
-    ) -> NpChart:  # fmt: skip
-        """Estimate p-bar per tag from baseline nonconforming counts and sample sizes."""
-        self._fit(counts, sizes, tags)
-        return self
-
     def fit_known(self, p: npt.ArrayLike) -> NpChart:
         """Use a fraction nonconforming known or specified in advance (one per tag)."""
         self._fit_known(p, "p")
         return self
-
-    def update(self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None) -> AttributeResult:
-        """Chart one ``(time, tags)`` chunk of counts and sizes."""
-        return self._chart(counts, sizes)
 
     def _plotted(self, counts: FloatArray, sizes: FloatArray) -> FloatArray:
         return counts
@@ -335,22 +326,10 @@ class CChart(_AttributeChart):
     _sized = False
     _binomial = False
 
-    def fit(
-        self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None,
-        tags: list[str] | None = None,
-    ) -> CChart:  # fmt: skip
-        """Estimate c-bar per tag from baseline counts; ``sizes`` is ignored."""
-        self._fit(counts, sizes, tags)
-        return self
-
     def fit_known(self, c: npt.ArrayLike) -> CChart:
         """Use a mean count per sample known or specified in advance (one per tag)."""
         self._fit_known(c, "c")
         return self
-
-    def update(self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None) -> AttributeResult:
-        """Chart one ``(time, tags)`` chunk of counts; ``sizes`` is ignored."""
-        return self._chart(counts, sizes)
 
     def _plotted(self, counts: FloatArray, sizes: FloatArray) -> FloatArray:
         return counts
@@ -384,22 +363,10 @@ class UChart(_AttributeChart):
     _name = "UChart"
     _binomial = False
 
-    def fit(
-        self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None,
-        tags: list[str] | None = None,
-    ) -> UChart:  # fmt: skip
-        """Estimate u-bar per tag from baseline counts and inspection units."""
-        self._fit(counts, sizes, tags)
-        return self
-
     def fit_known(self, u: npt.ArrayLike) -> UChart:
         """Use a mean count per unit known or specified in advance (one per tag)."""
         self._fit_known(u, "u")
         return self
-
-    def update(self, counts: npt.ArrayLike, sizes: npt.ArrayLike | None = None) -> AttributeResult:
-        """Chart one ``(time, tags)`` chunk of counts and inspection units."""
-        return self._chart(counts, sizes)
 
     def _plotted(self, counts: FloatArray, sizes: FloatArray) -> FloatArray:
         return counts / sizes
