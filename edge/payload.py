@@ -76,7 +76,7 @@ class PayloadReader:
     def read(self, data: bytes) -> Parsed:
         try:
             obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, huge ints, deep nesting
             return Parsed((), (f"not JSON: {e}",))
         if not isinstance(obj, dict):
             return Parsed((), (f"payload must be a JSON object, got {type(obj).__name__}",))

@@ -77,7 +77,14 @@ class Publisher:
         self._inflight_max = max(1, min(inflight, max_pending))
         self._waiting: deque[_Out] = deque()
         self._inflight: dict[int, _Out] = {}
-        self.seq = 0
+        # Sequence numbers continue across restarts of the agent, because the server remembers
+        # (edge id, seq) pairs to drop duplicates: a restart at 0 would make it discard
+        # everything until the old count is passed. Microseconds since the epoch at start are
+        # above any number an earlier run used unless it sent over a million envelopes a second
+        # or the clock went back.
+        self.seq = time.time_ns() // 1000
+        #: The number before this run's first envelope.
+        self.start_seq = self.seq
         self.published = 0
         self.dropped = 0
         self.connected = False

@@ -137,8 +137,8 @@ def encode(env: Envelope) -> bytes:
 
 
 def _f(x: Any, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        raise WireError(f"{what} must be a number, got {x!r}")
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        raise WireError(f"{what} must be a finite number, got {x!r}")
     return float(x)
 
 
@@ -161,6 +161,12 @@ def _i(x: Any, what: str) -> int:
     if isinstance(x, bool) or not isinstance(x, int):
         raise WireError(f"{what} must be an integer, got {x!r}")
     return int(x)
+
+
+def _list(x: Any, what: str) -> list[Any]:
+    if not isinstance(x, list):
+        raise WireError(f"{what} must be a list, got {x!r}")
+    return x
 
 
 def _dkey(x: Any) -> SeriesKey:
@@ -236,7 +242,7 @@ def _dstatus(x: Any) -> EdgeStatus:
                 _i(s["bad_quality"], "bad_quality"),
                 _s(s["last_error"], "last_error"),
             )
-            for s in (_obj(s, "a source status") for s in o["sources"])
+            for s in (_obj(s, "a source status") for s in _list(o["sources"], "sources"))
         )
         return EdgeStatus(
             _f(o["ts"], "ts"),
@@ -259,11 +265,16 @@ _DECODERS: dict[Kind, Callable[[Any], Payload]] = {
 }
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; ``encode`` writes them as null."""
+    raise ValueError(f"{name} is not allowed")
+
+
 def decode(data: bytes | str) -> Envelope:
     """Parse an envelope; raises `WireError` naming what is wrong."""
     try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        body = json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, huge ints, deep nesting
         raise WireError(f"not JSON: {e}") from None
     o = _obj(body, "an envelope")
     schema = o.get("schema")

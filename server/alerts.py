@@ -43,9 +43,13 @@ class AlertStateError(ValueError):
 
 
 def _iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC, or None for a time no calendar can show (a device clock gone wrong)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _num(x: float | None) -> float | None:

@@ -128,7 +128,11 @@ def create_app(state: ApiState) -> FastAPI:
 
 
 def _time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """Wall time for the page; a time outside the calendar (a bad device clock) shows as is."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return f"invalid time {ts!r}"
 
 
 def _fmt(x: float | None) -> str:

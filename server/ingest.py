@@ -149,7 +149,10 @@ class Ingest:
         if loop is None or loop.is_closed():
             log.error("message arrived after the server stopped; not processed")
             return
-        loop.call_soon_threadsafe(fn, *args)
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed between the check and the call
+            log.error("message arrived while the server stopped; not processed")
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any

@@ -74,3 +74,12 @@ def test_batch_length_mismatch_and_bad_timestamp_elements() -> None:
     assert [(s.param, s.ts) for s in samples] == [("voltage", 1.0), ("voltage", 3.0)]
     assert rej == ["timestamp[1]: not a finite number: None",
                    "current: field 'i' is not an array but the timestamp is"]
+
+
+def test_json_the_parser_refuses_is_a_counted_rejection_not_an_exception() -> None:
+    reader = PayloadReader(SPEC)
+    huge_int = b'{"ts": 1' + b"1" * 5000 + b', "v": 1}'  # Python caps int digits at 4300
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for payload in (huge_int, deep):
+        parsed = reader.read(payload)
+        assert parsed.samples == () and parsed.rejections[0].startswith("not JSON")

@@ -30,7 +30,7 @@ async def test_envelopes_are_numbered_published_and_acknowledged(mosquitto_url: 
         assert pub.pending == 0
         await eventually(lambda: len(probe.messages) == 5, 10, "5 messages at the probe")
     got = [decode(p) for _, p in probe.messages]
-    assert [e.seq for e in got] == [1, 2, 3, 4, 5]
+    assert [e.seq - pub.start_seq for e in got] == [1, 2, 3, 4, 5]
     assert got == sent
     assert [len(e.items) for e in got] == [1, 2, 3, 4, 5]
 
@@ -49,7 +49,7 @@ async def test_without_a_broker_send_never_blocks_and_the_queue_is_bounded_then_
         for _ in range(8):
             pub.send(topic, Kind.STATUS, [status])
         assert loop.time() - t0 < 0.1
-        assert (pub.pending, pub.dropped, pub.published, pub.seq) == (5, 3, 0, 8)
+        assert (pub.pending, pub.dropped, pub.published, pub.seq - pub.start_seq) == (5, 3, 0, 8)
         broker = mosquitto(tmp_path, port)
         await asyncio.to_thread(broker.__enter__)
         try:
@@ -58,8 +58,19 @@ async def test_without_a_broker_send_never_blocks_and_the_queue_is_bounded_then_
                 await eventually(lambda: pub.published == 5, 15, "the kept envelopes resent")
                 assert pub.pending == 0
                 pub.send(topic, Kind.STATUS, [status])
-                await eventually(lambda: any(decode(p).seq == 9 for _, p in probe.messages),
+                nine = pub.start_seq + 9
+                await eventually(lambda: any(decode(p).seq == nine for _, p in probe.messages),
                                  10, "a new envelope after the outage")
         finally:
             await asyncio.to_thread(broker.__exit__, None, None, None)
     assert pub.dropped == 3
+
+
+async def test_sequence_numbers_continue_across_restarts(mosquitto_url: str) -> None:
+    """The server drops (edge id, seq) pairs it has seen: a restarted edge must not reuse them."""
+    topic = "t/restart/status"
+    async with Publisher(mosquitto_url, "gw-restart") as first:
+        first.send(topic, Kind.STATUS, [EdgeStatus(1.0, 2.0)])
+        last = first.seq
+    async with Publisher(mosquitto_url, "gw-restart") as second:
+        assert second.send(topic, Kind.STATUS, [EdgeStatus(1.0, 2.0)]).seq > last

@@ -101,7 +101,21 @@ def test_nan_value_travels_as_null_and_comes_back_nan() -> None:
         (
             b'{"schema":1,"kind":"telemetry","edge_id":"g","seq":1,"sent_ts":1,'
             b'"items":[[["a","b","c","d"],1,"x","good",null]]}',
-            "value must be a number",
+            "value must be a finite number",
+        ),
+        (
+            b'{"schema":1,"kind":"telemetry","edge_id":"g","seq":1,"sent_ts":NaN,"items":[]}',
+            "not JSON: NaN is not allowed",
+        ),
+        (
+            b'{"schema":1,"kind":"telemetry","edge_id":"g","seq":1,"sent_ts":1e400,"items":[]}',
+            "sent_ts must be a finite number",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+        (
+            b'{"schema":1,"kind":"status","edge_id":"g","seq":1,"sent_ts":1,"items":[{"ts":1,'
+            b'"uptime_s":1,"published":0,"pending":0,"dropped":0,"detections":0,"sources":3}]}',
+            "sources must be a list",
         ),
         (
             b'{"schema":1,"kind":"telemetry","edge_id":"g","seq":1,"sent_ts":1,'

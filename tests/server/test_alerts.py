@@ -98,3 +98,15 @@ def test_as_json_is_ready_for_the_api(book: AlertBook) -> None:
     assert j["tag"] == "line1/coater/lane03_A/areal_weight"
     assert j["last_value"] is None and j["direction"] == -1
     assert j["first_time"] == "1970-01-01T00:00:00.000+00:00"
+
+
+def test_an_impossible_device_time_does_not_break_the_alert_views() -> None:
+    """A device sending milliseconds where seconds are configured gives ts ~ 1.7e12 (year 55840)."""
+    from server.api import _time
+
+    book = AlertBook(Store(":memory:"))
+    k = SeriesKey("line1", "coater", "lane03_A", "areal_weight")
+    alert = book.observe(Detection(k, 1.7e12, "ewma", 20.9, 20.7, 1, 20.0, 0.1))
+    shown = alert.as_json()
+    assert shown["first_ts"] == 1.7e12 and shown["first_time"] is None
+    assert _time(1.7e12) == "invalid time 1700000000000.0"
