@@ -169,10 +169,19 @@ def _parser() -> argparse.ArgumentParser:
         default="mqtt://127.0.0.1:1883",
         help="broker for the formation channels ('none' to skip MQTT)",
     )
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--rate-hz", type=float, default=2.0)
-    s.add_argument("--fault-at", type=float, default=40.0, metavar="S")
-    s.add_argument("--no-fault", action="store_true", help="run without the scripted drift")
+    s.add_argument("--seed", type=int, help="random seed (default: the scenario's, else 1)")
+    s.add_argument("--rate-hz", type=float, help="samples per second (default: scenario's, 2)")
+    s.add_argument(
+        "--speed", type=float, help="run formation cycles X times faster (default: 1)"
+    )
+    what = s.add_mutually_exclusive_group()
+    what.add_argument(
+        "--scenario", metavar="FILE", help="scenario file with the faults to inject"
+    )
+    what.add_argument(
+        "--fault-at", type=float, metavar="S", help="without a scenario: lane 3 drift at S (40)"
+    )
+    what.add_argument("--no-fault", action="store_true", help="run without any scripted fault")
     s.add_argument("--truth", metavar="FILE", help="write the ground-truth JSONL log here")
     s.set_defaults(func=_sim)
 

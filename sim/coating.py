@@ -4,18 +4,20 @@ The model is a pure function of the sample time plus a seeded noise stream, with
 I/O, so the same seed and the same times give the same numbers. That is what makes detector
 tests and demo runs repeatable, and it lets tests inject times instead of waiting for them.
 Every sample is independent Gaussian noise around the nominal value (an in-control process),
-except the series named by an optional ``FaultSpec``, whose mean steps by ``shift_sigma`` sigma
-while the fault is active.
+except the areal-weight series hit by scripted faults (``sim.fault``), which ``sim.injector``
+changes while each fault is active.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from sim.fault import FaultSpec
+from sim.fault import CoatingTarget, Fault, FaultSpec
+from sim.injector import Injector
 from sim.nominal import Nominal
 
 __all__ = [
@@ -45,20 +47,23 @@ class CoatingSample:
     """One sample of every coating signal at epoch time ``ts``.
 
     ``areal_weight`` has shape ``(lanes, 2)``: row ``k`` is lane ``k + 1``, columns are sides
-    A and B. ``dryer`` has one temperature per zone.
+    A and B; NaN marks a value that is not published (a dropout). ``dryer`` has one
+    temperature per zone. ``bad`` (same shape as ``areal_weight``, or None for none) marks
+    values to be served with a Bad status code.
     """
 
     ts: float
     areal_weight: npt.NDArray[np.float64]
     web_speed: float
     dryer: npt.NDArray[np.float64]
+    bad: npt.NDArray[np.bool_] | None = None
 
 
 class CoatingModel:
     """Seeded generator of ``CoatingSample`` values for a coater with ``lanes`` lanes.
 
-    ``start_ts`` is the epoch time the fault schedule counts from; ``fault=None`` keeps every
-    series in control.
+    ``start_ts`` is the epoch time the fault schedules count from; ``fault`` (the short form)
+    and ``faults`` are injected, the coating ones only; none keeps every series in control.
     """
 
     def __init__(
@@ -67,28 +72,40 @@ class CoatingModel:
         lanes: int = 4,
         fault: FaultSpec | None = None,
         start_ts: float = 0.0,
+        faults: Sequence[Fault] = (),
     ) -> None:
         if not 1 <= lanes <= 99:
             raise ValueError(f"lanes must be in 1..99, got {lanes}")
-        if fault is not None and fault.lane > lanes:
-            raise ValueError(f"fault lane {fault.lane} does not exist on a {lanes}-lane coater")
+        all_faults = ([] if fault is None else [fault.to_fault()]) + list(faults)
+        for f in all_faults:
+            if isinstance(f.target, CoatingTarget) and f.target.lane > lanes:
+                raise ValueError(
+                    f"fault lane {f.target.lane} does not exist on a {lanes}-lane coater"
+                )
         self.lanes = lanes
         self.fault = fault
         self.start_ts = start_ts
         self._rng = np.random.default_rng(seed)
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self._injector = Injector(
+            all_faults,
+            "coater",
+            {"areal_weight": AREAL_WEIGHT.sigma},
+            (lanes, len(SIDES)),
+            ss.spawn(1)[0],
+            start_ts,
+        )
         self._dryer_mean = np.array([z.mean for z in DRYER_ZONES])
         self._dryer_sigma = np.array([z.sigma for z in DRYER_ZONES])
-        self._shift = np.zeros((lanes, len(SIDES)))
-        if fault is not None:
-            self._shift[fault.lane - 1, SIDES.index(fault.side)] = (
-                fault.shift_sigma * AREAL_WEIGHT.sigma
-            )
 
     def sample(self, ts: float) -> CoatingSample:
         """Draw the sample taken at epoch ``ts`` (call with increasing times for a run)."""
         weight = self._rng.normal(AREAL_WEIGHT.mean, AREAL_WEIGHT.sigma, (self.lanes, len(SIDES)))
         speed = float(self._rng.normal(WEB_SPEED.mean, WEB_SPEED.sigma))
         dryer = self._rng.normal(self._dryer_mean, self._dryer_sigma)
-        if self.fault is not None and self.fault.active(ts - self.start_ts):
-            weight += self._shift
-        return CoatingSample(ts=ts, areal_weight=weight, web_speed=speed, dryer=dryer)
+        bad = None
+        if self._injector.faults:
+            values = {"areal_weight": weight}
+            mask = self._injector.apply(ts, values, {"areal_weight": AREAL_WEIGHT.mean})
+            bad = mask if mask.any() else None
+        return CoatingSample(ts=ts, areal_weight=weight, web_speed=speed, dryer=dryer, bad=bad)

@@ -1,29 +1,243 @@
-"""The scripted process fault the simulator injects, and the ground truth it leaves behind.
+"""The scripted process faults the simulator injects, and the ground truth they leave behind.
 
-A drift detector can only be judged against a known answer: which series went wrong, when, and
-by how much. ``FaultSpec`` describes one step change in the mean of one coating series
-(a lane and side of the areal weight), timed relative to the simulator start so a demo always
-shows it after a predictable warm-up, and sized in multiples of the series' noise sigma, the unit
-in which control-chart performance is quoted. ``FaultSpec.record`` produces the ground-truth
-record that evaluation code compares detections with.
+A drift detector can only be judged against a known answer: which series went wrong, when, how
+and by how much. ``Fault`` describes one injected fault: its kind (a mean shift, a drift, a stuck
+sensor, a lot of weak cells, ...), its window in seconds after the simulator start, the series it
+hits (``CoatingTarget``, ``FormationTarget``, or every formation channel for a material lot) and
+its size, in multiples of the series' noise sigma where that is how control-chart performance is
+quoted, in engineering units where a real fault has them (a calibration offset). ``Fault.record``
+produces the ground-truth record that evaluation code compares detections with. ``FaultSpec``
+is the short form for the most common case, one step shift of one coating lane.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-__all__ = ["FaultSpec"]
+__all__ = [
+    "COATING_PARAMS",
+    "FAULT_KINDS",
+    "FORMATION_PARAMS",
+    "MAGNITUDE",
+    "CoatingTarget",
+    "Fault",
+    "FaultKind",
+    "FaultSpec",
+    "FormationTarget",
+    "Target",
+]
 
-#: Parameters a fault can be applied to; only the per-lane areal weight for now.
-_PARAMS = ("areal_weight",)
+FaultKind = Literal[
+    "mean_shift",
+    "linear_drift",
+    "variance_increase",
+    "stuck",
+    "dropout",
+    "spike",
+    "bad_status",
+    "calibration_offset",
+    "lot_effect",
+]
+#: Every fault kind, in the order the docs list them.
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+#: Name of the one size parameter of each kind, as scenario files and ground truth spell it:
+#: a step in sigma, a slope in sigma per minute, a factor on the noise sigma, a spike height in
+#: sigma, an offset in the parameter's unit, a capacity change in percent.
+MAGNITUDE = {
+    "mean_shift": "shift_sigma",
+    "linear_drift": "sigma_per_min",
+    "variance_increase": "sigma_factor",
+    "spike": "size_sigma",
+    "calibration_offset": "offset",
+    "lot_effect": "shift_pct",
+}
+#: Coating parameters a fault can target (per lane and side).
+COATING_PARAMS = ("areal_weight",)
+#: Formation parameters a fault can target (per cabinet and channel).
+FORMATION_PARAMS = ("voltage", "current", "capacity", "cell_temperature")
+
+
+@dataclass(frozen=True, slots=True)
+class CoatingTarget:
+    """One coating series: ``param`` of lane ``lane`` (1-based), side ``side``."""
+
+    lane: int
+    side: str
+    param: str = "areal_weight"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.lane <= 99:
+            raise ValueError(f"lane must be in 1..99, got {self.lane}")
+        if self.side not in ("A", "B"):
+            raise ValueError(f"side must be 'A' or 'B', got {self.side!r}")
+        if self.param not in COATING_PARAMS:
+            raise ValueError(f"coating param must be one of {COATING_PARAMS}, got {self.param!r}")
+
+    @property
+    def equipment(self) -> str:
+        """Equipment id as the plant config names it (``lane03_A``)."""
+        return f"lane{self.lane:02d}_{self.side}"
+
+
+@dataclass(frozen=True, slots=True)
+class FormationTarget:
+    """One formation series: ``param`` of channel ``channel`` in cabinet ``cabinet`` (1-based)."""
+
+    cabinet: int
+    channel: int
+    param: str = "capacity"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cabinet <= 99:
+            raise ValueError(f"cabinet must be in 1..99, got {self.cabinet}")
+        if not 1 <= self.channel <= 99:
+            raise ValueError(f"channel must be in 1..99, got {self.channel}")
+        if self.param not in FORMATION_PARAMS:
+            raise ValueError(
+                f"formation param must be one of {FORMATION_PARAMS}, got {self.param!r}"
+            )
+
+    @property
+    def equipment(self) -> str:
+        """Equipment id as the plant config builds it from the topic (``cab01-ch02``)."""
+        return f"cab{self.cabinet:02d}-ch{self.channel:02d}"
+
+
+#: What a fault hits: one coating series, one formation series, or (None) every channel.
+Target = CoatingTarget | FormationTarget | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One injected fault, active during [start_s, end_s) seconds after the simulator start.
+
+    ``target=None`` means every formation channel (the only reading of a material lot effect,
+    and only allowed for it). ``magnitude`` is the kind's size parameter (see ``MAGNITUDE``;
+    unused by stuck, dropout and bad_status); ``rate_hz`` is the mean spike rate of a spike
+    fault. Which kinds fit which targets: bad_status only on coating series (OPC UA carries a
+    status code, the cyclers' JSON does not), calibration_offset only on a formation channel,
+    lot_effect only on all channels; a dropout on a formation channel silences the whole channel.
+
+    >>> f = Fault("linear_drift", 60.0, 120.0, CoatingTarget(3, "A"), magnitude=0.5)
+    >>> f.station, f.active(59.9), f.active(60.0), f.active(120.0)
+    ('coater', False, True, False)
+    """
+
+    kind: str
+    start_s: float
+    end_s: float | None = None
+    target: Target = None
+    magnitude: float = 0.0
+    rate_hz: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {self.kind!r}")
+        if not (math.isfinite(self.start_s) and self.start_s >= 0.0):
+            raise ValueError(f"start_s must be >= 0, got {self.start_s}")
+        if self.end_s is not None and not self.end_s > self.start_s:
+            raise ValueError(f"end_s must be after start_s ({self.start_s}), got {self.end_s}")
+        if not math.isfinite(self.magnitude):
+            raise ValueError(f"{MAGNITUDE.get(self.kind, 'magnitude')} must be finite")
+        kind, target = self.kind, self.target
+        if kind == "lot_effect":
+            if target is not None:
+                raise ValueError("a lot_effect applies to all formation channels: target 'all'")
+            if not self.magnitude > -100.0:
+                raise ValueError(f"shift_pct must be > -100, got {self.magnitude}")
+        elif target is None:
+            raise ValueError(f"a {kind} fault needs a coating or formation target, not 'all'")
+        if kind == "bad_status" and not isinstance(target, CoatingTarget):
+            raise ValueError("bad_status needs a coating target (lane, side): only OPC UA has it")
+        if kind == "calibration_offset" and not isinstance(target, FormationTarget):
+            raise ValueError("calibration_offset needs a formation target (cabinet, channel)")
+        if kind == "variance_increase" and not self.magnitude > 0.0:
+            raise ValueError(f"sigma_factor must be > 0, got {self.magnitude}")
+        if kind == "spike" and not (math.isfinite(self.rate_hz) and self.rate_hz > 0.0):
+            raise ValueError(f"spike rate_hz must be > 0, got {self.rate_hz}")
+
+    @property
+    def station(self) -> str:
+        """Station the fault hits: ``coater`` or ``formation``."""
+        return "coater" if isinstance(self.target, CoatingTarget) else "formation"
+
+    @property
+    def param(self) -> str:
+        """Parameter the fault changes (capacity for a lot effect)."""
+        return "capacity" if self.target is None else self.target.param
+
+    def active(self, t_rel: float) -> bool:
+        """Whether the fault applies ``t_rel`` seconds after the simulator start."""
+        return t_rel >= self.start_s and (self.end_s is None or t_rel < self.end_s)
+
+    def tags(self, cabinets: int, channels: int, line: str = "line1") -> list[dict[str, str]]:
+        """The series the fault affects, as (line, station, equipment, param) of the plant config.
+
+        A formation dropout silences every parameter of its channel; a lot effect shifts the
+        capacity of all ``cabinets`` x ``channels`` channels.
+        """
+        station, target = self.station, self.target
+        if target is None:
+            pairs = [
+                (FormationTarget(cab, ch).equipment, "capacity")
+                for cab in range(1, cabinets + 1)
+                for ch in range(1, channels + 1)
+            ]
+        elif isinstance(target, FormationTarget) and self.kind == "dropout":
+            pairs = [(target.equipment, p) for p in FORMATION_PARAMS]
+        else:
+            pairs = [(target.equipment, target.param)]
+        return [{"line": line, "station": station, "equipment": e, "param": p} for e, p in pairs]
+
+    def record(
+        self,
+        start_ts: float,
+        cabinets: int = 2,
+        channels: int = 4,
+        sigma: float | None = None,
+        unit: str = "",
+        line: str = "line1",
+    ) -> dict[str, Any]:
+        """Ground-truth record of this fault for a simulator started at epoch ``start_ts``.
+
+        ``sigma`` and ``unit`` are the target parameter's in-control noise and unit; with a
+        sigma, faults sized in sigma also give their size in the unit (``shift``, ``slope``
+        per minute, ``size``). ``end_ts`` is ``None`` for a fault that lasts to the end.
+
+        >>> f = Fault("mean_shift", 10.0, None, CoatingTarget(3, "A"), 1.5)
+        >>> r = f.record(1000.0, sigma=0.1)
+        >>> r["start_ts"], r["tags"][0]["equipment"], round(r["parameters"]["shift"], 3)
+        (1010.0, 'lane03_A', 0.15)
+        """
+        parameters: dict[str, Any] = {}
+        name = MAGNITUDE.get(self.kind)
+        if name is not None:
+            parameters[name] = self.magnitude
+        if self.kind == "spike":
+            parameters["rate_hz"] = self.rate_hz
+        if sigma is not None and self.kind != "lot_effect":
+            parameters["sigma"] = sigma
+            scaled = {"mean_shift": "shift", "linear_drift": "slope", "spike": "size"}
+            if self.kind in scaled:
+                parameters[scaled[self.kind]] = self.magnitude * sigma
+        if unit:
+            parameters["unit"] = unit
+        return {
+            "kind": self.kind,
+            "tags": self.tags(cabinets, channels, line),
+            "start_ts": start_ts + self.start_s,
+            "end_ts": None if self.end_s is None else start_ts + self.end_s,
+            "parameters": parameters,
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class FaultSpec:
     """A step shift of ``shift_sigma`` sigma in one lane/side series during [start_s, end_s).
 
+    The short form of ``Fault("mean_shift", ...)`` on a coating lane, which the demo uses.
     Times are seconds after the simulator start; ``end_s=None`` keeps the shift to the end.
 
     >>> spec = FaultSpec()
@@ -41,18 +255,7 @@ class FaultSpec:
     end_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.lane <= 99:
-            raise ValueError(f"fault lane must be in 1..99, got {self.lane}")
-        if self.side not in ("A", "B"):
-            raise ValueError(f"fault side must be 'A' or 'B', got {self.side!r}")
-        if self.param not in _PARAMS:
-            raise ValueError(f"fault param must be one of {_PARAMS}, got {self.param!r}")
-        if not math.isfinite(self.shift_sigma):
-            raise ValueError(f"fault shift_sigma must be finite, got {self.shift_sigma}")
-        if not (math.isfinite(self.start_s) and self.start_s >= 0.0):
-            raise ValueError(f"fault start_s must be >= 0, got {self.start_s}")
-        if self.end_s is not None and not self.end_s > self.start_s:
-            raise ValueError(f"fault end_s must be after start_s, got {self.end_s}")
+        self.to_fault()  # one set of checks for both forms
 
     @property
     def equipment(self) -> str:
@@ -64,29 +267,24 @@ class FaultSpec:
         """Human-readable name of the faulty series."""
         return f"{self.equipment} {self.param.replace('_', ' ')}"
 
+    def to_fault(self) -> Fault:
+        """The same fault in the general form."""
+        return Fault(
+            "mean_shift",
+            self.start_s,
+            self.end_s,
+            CoatingTarget(self.lane, self.side, self.param),
+            magnitude=self.shift_sigma,
+        )
+
     def active(self, t_rel: float) -> bool:
         """Whether the shift applies ``t_rel`` seconds after the simulator start."""
-        return t_rel >= self.start_s and (self.end_s is None or t_rel < self.end_s)
+        return self.to_fault().active(t_rel)
 
-    def record(
-        self, start_ts: float, sigma: float, line: str = "line1", station: str = "coater"
-    ) -> dict[str, Any]:
+    def record(self, start_ts: float, sigma: float, line: str = "line1") -> dict[str, Any]:
         """Ground-truth record of this fault for a simulator started at epoch ``start_ts``.
-
-        ``start_ts`` in the record is the epoch time the shift begins; ``shift`` is in the
-        parameter's unit; ``end_ts`` is ``None`` for a shift that lasts to the end.
 
         >>> FaultSpec(start_s=10.0).record(1000.0, 0.1)["start_ts"]
         1010.0
         """
-        return {
-            "fault": "mean_shift",
-            "line": line,
-            "station": station,
-            "equipment": self.equipment,
-            "param": self.param,
-            "start_ts": start_ts + self.start_s,
-            "end_ts": None if self.end_s is None else start_ts + self.end_s,
-            "shift": self.shift_sigma * sigma,
-            "sigma": sigma,
-        }
+        return self.to_fault().record(start_ts, sigma=sigma, unit="mg/cm2", line=line)

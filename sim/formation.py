@@ -7,17 +7,23 @@ from 3.0 V to 4.2 V, then constant voltage while the current decays exponentiall
 the integral of the current over the uncompressed time, then a reset for the next cell. Channels
 are offset in phase so that they do not all switch at once. The cell temperature is stationary
 (the monitored, detector-driven parameter); all signals carry independent seeded Gaussian
-noise, and, as in ``sim.coating``, the model is a pure function of injected times.
+noise, and, as in ``sim.coating``, the model is a pure function of injected times. ``speed``
+compresses the cycle further (a cycle takes ``CYCLE_S / speed`` seconds) while every value
+along the cycle, and so every statistic of the results, stays the same. Scripted formation
+faults (``sim.fault``) are applied by ``sim.injector`` after the noise.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from sim.fault import Fault, FormationTarget
+from sim.injector import Injector
 from sim.nominal import Nominal
 
 __all__ = [
@@ -51,7 +57,9 @@ CELL_TEMPERATURE = Nominal(mean=25.0, sigma=0.3, unit="degC", low=-20.0, high=80
 
 @dataclass(frozen=True, slots=True)
 class FormationSample:
-    """One sample of every formation channel at epoch ``ts``; arrays are (cabinets, channels)."""
+    """One sample of every formation channel at epoch ``ts``; arrays are (cabinets, channels).
+
+    NaN marks a channel that published nothing at this time (a dropout)."""
 
     ts: float
     voltage: npt.NDArray[np.float64]
@@ -70,7 +78,8 @@ def _cc_voltage(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 class FormationModel:
     """Seeded generator of ``FormationSample`` values for ``cabinets`` x ``channels`` cells.
 
-    ``start_ts`` is the epoch time at which channel (1, 1) starts its first cycle.
+    ``start_ts`` is the epoch time at which channel (1, 1) starts its first cycle; ``speed``
+    runs the cycles that many times faster; the formation ones of ``faults`` are injected.
     """
 
     def __init__(
@@ -79,21 +88,43 @@ class FormationModel:
         cabinets: int = 2,
         channels: int = 4,
         start_ts: float = 0.0,
+        faults: Sequence[Fault] = (),
+        speed: float = 1.0,
     ) -> None:
         if not 1 <= cabinets <= 99:
             raise ValueError(f"cabinets must be in 1..99, got {cabinets}")
         if not 1 <= channels <= 99:
             raise ValueError(f"channels must be in 1..99, got {channels}")
+        if not (math.isfinite(speed) and speed > 0.0):
+            raise ValueError(f"speed must be > 0, got {speed}")
+        for f in faults:
+            t = f.target
+            if isinstance(t, FormationTarget) and (t.cabinet > cabinets or t.channel > channels):
+                raise ValueError(
+                    f"fault channel cab{t.cabinet:02d}/ch{t.channel:02d} does not exist with "
+                    f"{cabinets} cabinets of {channels} channels"
+                )
         self.cabinets = cabinets
         self.channels = channels
         self.start_ts = start_ts
+        self.speed = speed
         self._rng = np.random.default_rng(seed)
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        sigmas = {
+            "voltage": VOLTAGE.sigma,
+            "current": CURRENT.sigma,
+            "capacity": CAPACITY.sigma,
+            "cell_temperature": CELL_TEMPERATURE.sigma,
+        }
+        self._injector = Injector(
+            faults, "formation", sigmas, (cabinets, channels), ss.spawn(1)[0], start_ts
+        )
         n = cabinets * channels
         self._phase = (np.arange(n) * (CYCLE_S / n)).reshape(cabinets, channels)
 
     def ideal(self, ts: float) -> tuple[npt.NDArray[np.float64], ...]:
         """Noise-free voltage, current and capacity of every channel at epoch ``ts``."""
-        tau = np.mod(ts - self.start_ts + self._phase, CYCLE_S)
+        tau = np.mod((ts - self.start_ts) * self.speed + self._phase, CYCLE_S)
         cc = tau < CC_S
         cv_t = np.maximum(tau - CC_S, 0.0)
         decay = np.exp(-cv_t / CV_TAU_S)
@@ -112,10 +143,24 @@ class FormationModel:
         voltage, current, capacity = self.ideal(ts)
         shape = voltage.shape
         rng = self._rng
+        values = {
+            "voltage": voltage + rng.normal(0.0, VOLTAGE.sigma, shape),
+            "current": current + rng.normal(0.0, CURRENT.sigma, shape),
+            "capacity": np.maximum(capacity + rng.normal(0.0, CAPACITY.sigma, shape), 0.0),
+            "cell_temperature": rng.normal(CELL_TEMPERATURE.mean, CELL_TEMPERATURE.sigma, shape),
+        }
+        if self._injector.faults:
+            centers = {
+                "voltage": voltage,
+                "current": current,
+                "capacity": capacity,
+                "cell_temperature": CELL_TEMPERATURE.mean,
+            }
+            self._injector.apply(ts, values, centers)
         return FormationSample(
             ts=ts,
-            voltage=voltage + rng.normal(0.0, VOLTAGE.sigma, shape),
-            current=current + rng.normal(0.0, CURRENT.sigma, shape),
-            capacity=np.maximum(capacity + rng.normal(0.0, CAPACITY.sigma, shape), 0.0),
-            temperature=rng.normal(CELL_TEMPERATURE.mean, CELL_TEMPERATURE.sigma, shape),
+            voltage=values["voltage"],
+            current=values["current"],
+            capacity=values["capacity"],
+            temperature=values["cell_temperature"],
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import uuid
 from typing import Any
@@ -117,7 +118,8 @@ class FormationPublisher:
         await asyncio.to_thread(self._client.loop_stop)
 
     def add(self, sample: FormationSample) -> None:
-        """Append one sample of every channel to that channel's pending batch."""
+        """Append one sample of every channel to that channel's pending batch; a channel with a
+        NaN value (a dropout) contributes nothing."""
         rows = zip(
             sample.voltage.tolist(),
             sample.current.tolist(),
@@ -127,6 +129,8 @@ class FormationPublisher:
         )
         for cab, (vs, is_, qs, ts) in enumerate(rows, start=1):
             for ch, values in enumerate(zip(vs, is_, qs, ts, strict=True), start=1):
+                if any(math.isnan(v) for v in values):
+                    continue  # a dropout: the channel sends nothing for this time
                 batch = self._buffers.setdefault((cab, ch), [[] for _ in KEYS])
                 batch[0].append(sample.ts)
                 for column, value in zip(batch[1:], values, strict=True):

@@ -7,7 +7,9 @@ same way, with the exact layout ``config/plant.example.yaml`` subscribes to: obj
 (``Line1.Coater.Lane03.SideA.ArealWeight``) in the namespace ``urn:cellwatch:sim``. Variables
 are Doubles with EngineeringUnits and EURange properties, as a real AnalogItem would carry, and
 each update writes a DataValue whose SourceTimestamp is the sample time, so collectors can be
-tested on source time rather than arrival time. Updates go straight to the address space
+tested on source time rather than arrival time. A value the sample marks bad is written with
+StatusCode BadSensorFailure, and a NaN (a dropout) is not written at all, so the node goes
+stale the way a disconnected sensor's does. Updates go straight to the address space
 (``write_attribute_value``), which is cheap enough for dozens of nodes at several Hz.
 
 The server clock (ServerStatus/CurrentTime) is advanced by the sample writes, at most once a
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import socket
 import time
 from datetime import UTC, datetime
@@ -141,9 +144,13 @@ class CoaterServer:
         source = datetime.fromtimestamp(sample.ts, UTC)
         server_ts = datetime.now(UTC)
         weights = sample.areal_weight.tolist()
-        for lane_nodes, lane_values in zip(self._weights, weights, strict=True):
-            for node, value in zip(lane_nodes, lane_values, strict=True):
-                await server.write_attribute_value(node, _value(value, source, server_ts))
+        bad = sample.bad.tolist() if sample.bad is not None else None
+        for lane, (lane_nodes, lane_values) in enumerate(zip(self._weights, weights, strict=True)):
+            for side, (node, value) in enumerate(zip(lane_nodes, lane_values, strict=True)):
+                if math.isnan(value):
+                    continue  # a dropout: the node keeps its last value and goes stale
+                is_bad = bad is not None and bad[lane][side]
+                await server.write_attribute_value(node, _value(value, source, server_ts, is_bad))
         await server.write_attribute_value(self._speed, _value(sample.web_speed, source, server_ts))
         for node, value in zip(self._zones, sample.dryer.tolist(), strict=True):
             await server.write_attribute_value(node, _value(value, source, server_ts))
@@ -224,10 +231,13 @@ class CoaterServer:
         return var.nodeid
 
 
-def _value(value: float, source: datetime, server_ts: datetime) -> ua.DataValue:
+def _value(
+    value: float, source: datetime, server_ts: datetime, bad: bool = False
+) -> ua.DataValue:
+    status = ua.StatusCodes.BadSensorFailure if bad else ua.StatusCodes.Good
     return ua.DataValue(
         Value=ua.Variant(float(value), ua.VariantType.Double),
-        StatusCode=ua.StatusCode(ua.StatusCodes.Good),
+        StatusCode=ua.StatusCode(status),
         SourceTimestamp=source,
         ServerTimestamp=server_ts,
     )

@@ -4,10 +4,10 @@
 grid (``start_ts + k / rate_hz``, wall-clock epoch seconds), so sample times are regular and
 the fault schedule, counted from the start, lands where the ground truth says. The coating
 sample of every tick is written to the OPC UA server; formation samples are buffered per channel
-and published once a second. When the fault begins, its ground-truth record is kept in memory
-and, if asked, appended to a JSONL file, so a demo or an evaluation run can score detections
-afterwards. The two models draw from independent child streams of one seed, so switching MQTT
-off does not change the coating numbers.
+and published once a second. When a scripted fault begins, its ground-truth record is kept in
+memory and, if asked, appended to a JSONL file, so a demo or an evaluation run can score
+detections afterwards. The two models draw from independent child streams of one seed, so
+switching MQTT off does not change the coating numbers.
 
 Typical use::
 
@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -32,12 +33,13 @@ import numpy as np
 
 from sim.coating import AREAL_WEIGHT, CoatingModel
 from sim.error import SimError
-from sim.fault import FaultSpec
-from sim.formation import FormationModel
+from sim.fault import CoatingTarget, Fault, FaultSpec, FormationTarget
+from sim.formation import CAPACITY, CELL_TEMPERATURE, CURRENT, VOLTAGE, FormationModel
 from sim.mqtt_publisher import FormationPublisher, parse_broker_url
+from sim.nominal import Nominal
 from sim.opcua_server import CoaterServer
 
-__all__ = ["Simulator"]
+__all__ = ["DEFAULT_FAULT", "NOMINALS", "Simulator"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,26 @@ BATCH_S = 1.0
 #: A tick later than this (process suspended, overloaded host) restarts the sample grid at
 #: "now" instead of producing a burst of back-dated samples.
 MAX_LAG_S = 1.0
+#: The demo's scripted drift, used when no fault is given.
+DEFAULT_FAULT = FaultSpec()
+#: In-control noise and unit of every parameter a fault can target, for the ground truth.
+NOMINALS: dict[str, Nominal] = {
+    "areal_weight": AREAL_WEIGHT,
+    "voltage": VOLTAGE,
+    "current": CURRENT,
+    "capacity": CAPACITY,
+    "cell_temperature": CELL_TEMPERATURE,
+}
 
 
 class Simulator:
     """Async context manager running the simulated coating line and formation cabinets.
 
     ``opcua_port=0`` picks a free port (see ``endpoint``); ``broker_url=None`` runs without
-    MQTT; ``fault=None`` keeps every series in control.
+    MQTT. ``faults`` are the scripted faults (``Fault`` or the short ``FaultSpec``); without
+    them ``fault`` (the demo's lane 3 drift by default) is the one fault, and ``fault=None``
+    with no ``faults`` keeps every series in control. An explicit ``fault`` given together with
+    ``faults`` is injected too. ``speed`` compresses the formation cycles only.
     """
 
     def __init__(
@@ -65,16 +80,32 @@ class Simulator:
         lanes: int = 4,
         cabinets: int = 2,
         channels: int = 4,
-        fault: FaultSpec | None = FaultSpec(),  # noqa: B008 - frozen, so sharing it is safe
+        fault: FaultSpec | None = DEFAULT_FAULT,
         truth_path: str | Path | None = None,
+        faults: Sequence[Fault | FaultSpec] | None = None,
+        speed: float = 1.0,
     ) -> None:
         if not (math.isfinite(rate_hz) and 0.0 < rate_hz <= 100.0):
             raise SimError(f"rate_hz must be in (0, 100], got {rate_hz}")
         for name, value in (("lanes", lanes), ("cabinets", cabinets), ("channels", channels)):
             if not 1 <= value <= 99:
                 raise SimError(f"{name} must be in 1..99, got {value}")
-        if fault is not None and fault.lane > lanes:
-            raise SimError(f"fault lane {fault.lane} does not exist on a {lanes}-lane coater")
+        if not (math.isfinite(speed) and speed > 0.0):
+            raise SimError(f"speed must be > 0, got {speed}")
+        chosen: list[Fault | FaultSpec] = []
+        if fault is not None and (faults is None or fault is not DEFAULT_FAULT):
+            chosen.append(fault)
+        chosen.extend(faults or ())
+        self.faults = tuple(f.to_fault() if isinstance(f, FaultSpec) else f for f in chosen)
+        for f in self.faults:
+            t = f.target
+            if isinstance(t, CoatingTarget) and t.lane > lanes:
+                raise SimError(f"fault lane {t.lane} does not exist on a {lanes}-lane coater")
+            if isinstance(t, FormationTarget) and (t.cabinet > cabinets or t.channel > channels):
+                raise SimError(
+                    f"fault channel cab{t.cabinet:02d}/ch{t.channel:02d} does not exist with "
+                    f"{cabinets} cabinets of {channels} channels"
+                )
         if broker_url is not None:
             parse_broker_url(broker_url)
         self.seed = seed
@@ -83,6 +114,8 @@ class Simulator:
         self.cabinets = cabinets
         self.channels = channels
         self.fault = fault
+        self.speed = speed
+        self._begun: set[int] = set()
         self.truth_path = Path(truth_path) if truth_path is not None else None
         self._server = CoaterServer(opcua_host, opcua_port, lanes)
         self._broker_url = broker_url
@@ -134,9 +167,16 @@ class Simulator:
                 await self._publisher.start()
             self._start_ts = time.time()
             coat_seed, form_seed = np.random.SeedSequence(self.seed).spawn(2)
-            self._coating = CoatingModel(coat_seed, self.lanes, self.fault, self._start_ts)
+            self._coating = CoatingModel(
+                coat_seed, self.lanes, None, self._start_ts, faults=self.faults
+            )
             self._formation = FormationModel(
-                form_seed, self.cabinets, self.channels, self._start_ts
+                form_seed,
+                self.cabinets,
+                self.channels,
+                self._start_ts,
+                faults=self.faults,
+                speed=self.speed,
             )
             self._task = asyncio.create_task(self._loop(), name="cellwatch-sim-loop")
         except BaseException:
@@ -196,18 +236,24 @@ class Simulator:
 
     async def _tick(self, ts: float) -> None:
         assert self._coating is not None and self._formation is not None
-        fault = self.fault
-        if fault is not None and not self._truth and fault.active(ts - self.start_ts):
-            self._begin_fault(fault)
+        t_rel = ts - self.start_ts
+        for n, fault in enumerate(self.faults):
+            if n not in self._begun and fault.active(t_rel):
+                self._begun.add(n)
+                self._begin_fault(fault)
         await self._server.write(self._coating.sample(ts))
         self._ticks += 1
         if self._publisher is not None:
             self._publisher.add(self._formation.sample(ts))
 
-    def _begin_fault(self, fault: FaultSpec) -> None:
-        record = fault.record(self.start_ts, AREAL_WEIGHT.sigma)
+    def _begin_fault(self, fault: Fault) -> None:
+        nominal = NOMINALS[fault.param]
+        record = fault.record(
+            self.start_ts, self.cabinets, self.channels, nominal.sigma, nominal.unit
+        )
         self._truth.append(record)
-        log.info("fault begins: %s shifted by %+.3f", fault.tag, record["shift"])
+        target = "all channels" if fault.target is None else fault.target.equipment
+        log.info("fault begins: %s on %s %s", fault.kind, target, fault.param)
         if self.truth_path is not None:
             try:
                 with self.truth_path.open("a", encoding="utf-8") as f:

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["sim.fault", "sim.mqtt_publisher"])
+@pytest.mark.parametrize("name", ["sim.fault", "sim.mqtt_publisher", "sim.scenario"])
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0

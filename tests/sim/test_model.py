@@ -75,16 +75,15 @@ def test_fault_spec_identifies_its_series_and_writes_ground_truth() -> None:
     assert (spec.lane, spec.side, spec.param, spec.start_s) == (3, "A", "areal_weight", 40.0)
     assert spec.tag == "lane03_A areal weight"
     record = spec.record(T0, AREAL_WEIGHT.sigma)
-    assert record["fault"] == "mean_shift"
-    assert (record["line"], record["station"], record["equipment"]) == (
-        "line1",
-        "coater",
-        "lane03_A",
-    )
-    assert record["param"] == "areal_weight"
+    assert record["kind"] == "mean_shift"
+    assert record["tags"] == [
+        {"line": "line1", "station": "coater", "equipment": "lane03_A", "param": "areal_weight"}
+    ]
     assert record["start_ts"] == T0 + 40.0
-    assert record["shift"] == pytest.approx(0.15)
-    assert record["sigma"] == 0.1
+    assert record["end_ts"] is None
+    assert record["parameters"]["shift_sigma"] == 1.5
+    assert record["parameters"]["shift"] == pytest.approx(0.15)
+    assert record["parameters"]["sigma"] == 0.1
     assert not spec.active(39.99) and spec.active(40.0) and spec.active(1e6)
 
 

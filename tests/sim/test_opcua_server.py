@@ -163,15 +163,23 @@ async def test_fault_shifts_lane03_a_by_one_and_a_half_sigma(tmp_path: Path) -> 
     assert all(abs(g - round(g)) < 0.01 for g in grid)
     assert truth == [
         {
-            "fault": "mean_shift",
-            "line": "line1",
-            "station": "coater",
-            "equipment": "lane03_A",
-            "param": "areal_weight",
+            "kind": "mean_shift",
+            "tags": [
+                {
+                    "line": "line1",
+                    "station": "coater",
+                    "equipment": "lane03_A",
+                    "param": "areal_weight",
+                }
+            ],
             "start_ts": pytest.approx(onset),
             "end_ts": None,
-            "shift": pytest.approx(0.15),
-            "sigma": 0.1,
+            "parameters": {
+                "shift_sigma": 1.5,
+                "sigma": 0.1,
+                "shift": pytest.approx(0.15),
+                "unit": "mg/cm2",
+            },
         }
     ]
     lines = truth_path.read_text().splitlines()

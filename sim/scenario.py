@@ -1,0 +1,315 @@
+"""Scenario files: a named, seeded run of the simulated plant with its scripted faults.
+
+A detector evaluation, a demo or a benchmark is only repeatable if what the plant does is
+written down: which seed, how fast it samples, which faults start when, on which series and how
+big. A scenario is a small YAML file holding exactly that, validated here with pydantic so a
+typo in a key or a fault aimed at a lane the plant does not have stops the run with one line per
+problem (``file:line key.path: what is wrong``), the way plant files are checked, instead of
+silently running a different experiment. ``parse_scenario`` turns the text into a frozen
+``Scenario`` whose faults are ``sim.fault.Fault`` values; it does no I/O.
+
+A file looks like::
+
+    name: coating_drift
+    description: lane 3 side A drifts upwards
+    seed: 7
+    rate_hz: 4.0
+    faults:
+      - kind: linear_drift
+        start_s: 60
+        target: {lane: 3, side: A, param: areal_weight}
+        sigma_per_min: 0.5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.configfile import ConfigError, Problem
+from sim.fault import (
+    FAULT_KINDS,
+    FORMATION_PARAMS,
+    MAGNITUDE,
+    CoatingTarget,
+    Fault,
+    FormationTarget,
+    Target,
+)
+
+__all__ = ["Scenario", "parse_scenario"]
+
+_Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A validated scenario: plant size, sampling, seed and the faults to inject."""
+
+    name: str
+    description: str
+    seed: int
+    rate_hz: float
+    duration_s: float | None
+    speed: float
+    lanes: int
+    cabinets: int
+    channels: int
+    faults: tuple[Fault, ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _TargetSpec(_Strict):
+    """A lane and side (coating), a cabinet and channel (formation), or the string 'all'."""
+
+    lane: int | None = Field(default=None, ge=1, le=99)
+    side: Literal["A", "B"] | None = None
+    cabinet: int | None = Field(default=None, ge=1, le=99)
+    channel: int | None = Field(default=None, ge=1, le=99)
+    param: str | None = None
+    all_channels: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _all(cls, data: Any) -> Any:
+        if data == "all":
+            return {"all_channels": True}
+        if isinstance(data, dict) and "all_channels" in data:
+            raise ValueError("all_channels is not a key; write target: all")
+        if isinstance(data, str):
+            raise ValueError("must be a mapping (lane/side or cabinet/channel) or 'all'")
+        return data
+
+    def to_target(self) -> Target:
+        coating = self.lane is not None or self.side is not None
+        formation = self.cabinet is not None or self.channel is not None
+        if self.all_channels:
+            return None
+        if coating == formation:
+            raise ValueError(
+                "must name either lane and side (coating) or cabinet and channel (formation)"
+            )
+        if coating:
+            if self.lane is None or self.side is None:
+                raise ValueError("a coating target needs both lane and side")
+            return CoatingTarget(self.lane, self.side, self.param or "areal_weight")
+        if self.cabinet is None or self.channel is None:
+            raise ValueError("a formation target needs both cabinet and channel")
+        if self.param is None:
+            raise ValueError(f"a formation target needs param, one of {FORMATION_PARAMS}")
+        return FormationTarget(self.cabinet, self.channel, self.param)
+
+
+class _FaultBase(_Strict):
+    kind: str
+    start_s: float = Field(ge=0.0)
+    end_s: float | None = None
+    target: _TargetSpec | None = None
+
+    def to_fault(self) -> Fault:
+        kind = self.kind
+        target = _TargetSpec.model_validate("all") if self.target is None else self.target
+        return Fault(
+            kind,
+            self.start_s,
+            self.end_s,
+            target.to_target(),
+            magnitude=float(getattr(self, MAGNITUDE.get(kind, ""), 0.0)),
+            rate_hz=float(getattr(self, "rate_hz", 0.0)),
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _FaultBase:
+        self.to_fault()  # the runtime checks: target fits the kind, end after start
+        return self
+
+
+class _MeanShift(_FaultBase):
+    kind: Literal["mean_shift"]
+    shift_sigma: float
+
+
+class _LinearDrift(_FaultBase):
+    kind: Literal["linear_drift"]
+    sigma_per_min: float
+
+
+class _VarianceIncrease(_FaultBase):
+    kind: Literal["variance_increase"]
+    sigma_factor: float = Field(gt=0.0)
+
+
+class _Stuck(_FaultBase):
+    kind: Literal["stuck"]
+
+
+class _Dropout(_FaultBase):
+    kind: Literal["dropout"]
+
+
+class _Spike(_FaultBase):
+    kind: Literal["spike"]
+    rate_hz: float = Field(gt=0.0)
+    size_sigma: float = 8.0
+
+
+class _BadStatus(_FaultBase):
+    kind: Literal["bad_status"]
+
+
+class _CalibrationOffset(_FaultBase):
+    kind: Literal["calibration_offset"]
+    offset: float
+
+
+class _LotEffect(_FaultBase):
+    kind: Literal["lot_effect"]
+    shift_pct: float = Field(gt=-100.0)
+
+
+_AnyFault = Annotated[
+    _MeanShift
+    | _LinearDrift
+    | _VarianceIncrease
+    | _Stuck
+    | _Dropout
+    | _Spike
+    | _BadStatus
+    | _CalibrationOffset
+    | _LotEffect,
+    Field(discriminator="kind"),
+]
+
+
+class _PlantSize(_Strict):
+    lanes: int = Field(default=4, ge=1, le=99)
+    cabinets: int = Field(default=2, ge=1, le=99)
+    channels: int = Field(default=4, ge=1, le=99)
+
+
+class _ScenarioFile(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 1
+    rate_hz: float = Field(default=2.0, gt=0.0, le=100.0)
+    duration_s: float | None = Field(default=None, gt=0.0)
+    speed: float = Field(default=1.0, gt=0.0)
+    plant: _PlantSize = _PlantSize()
+    faults: list[_AnyFault] = []
+
+
+def _lines(node: yaml.Node, loc: _Loc, out: dict[_Loc, int]) -> None:
+    """Line of every key and list item below ``node``, by location."""
+    out.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            out[loc + (k.value,)] = k.start_mark.line + 1
+            _lines(v, loc + (k.value,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, loc + (i,), out)
+
+
+def _line_of(loc: _Loc, lines: dict[_Loc, int]) -> int:
+    return next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 0)
+
+
+def _path(loc: _Loc) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _problem(err: Any, name: str, lines: dict[_Loc, int]) -> Problem:
+    # Drop the pydantic-internal parts of a location: the fault kind a discriminated union
+    # inserts after the list index, and the function name of a model validator.
+    loc: _Loc = tuple(
+        p
+        for i, p in enumerate(err["loc"])
+        if not (p in FAULT_KINDS and i > 0 and isinstance(err["loc"][i - 1], int))
+        and not (isinstance(p, str) and p.startswith("function-"))
+    )
+    typ, given = err["type"], err.get("input")
+    if typ == "missing":
+        msg = "is required"
+    elif typ == "extra_forbidden":
+        msg = "is not a known key (a typo, or an option that does not exist)"
+    elif typ == "union_tag_invalid":
+        loc += ("kind",)
+        msg = f"must be one of {', '.join(FAULT_KINDS)}; got {err['ctx']['tag']!r}"
+    elif typ == "union_tag_not_found":
+        msg = f"needs a kind, one of {', '.join(FAULT_KINDS)}"
+    elif typ == "value_error":
+        msg = str(err["ctx"]["error"])
+    else:
+        msg = f"{err['msg'].lower()}, got {given!r}"
+    return Problem(name, _line_of(loc, lines), _path(loc), msg)
+
+
+def parse_scenario(text: str, name: str = "<scenario>") -> Scenario:
+    """Validate a scenario file's text; raises ``ConfigError`` listing every problem.
+
+    >>> parse_scenario("name: quiet").faults
+    ()
+    >>> try:
+    ...     parse_scenario("name: x\\nfaults:\\n  - {kind: stuck, start_s: 5, lane: 3}", "s.yaml")
+    ... except ConfigError as e:
+    ...     print(e)
+    s.yaml:3 faults[0].lane: is not a known key (a typo, or an option that does not exist)
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        reason = getattr(e, "problem", None) or str(e)
+        raise ConfigError([Problem(name, line, "", f"is not valid YAML: {reason}")]) from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"{type(data).__name__} {data!r}"
+        raise ConfigError([Problem(name, 1, "", f"must be a mapping with a name, got {got}")])
+    lines: dict[_Loc, int] = {}
+    if root is not None:
+        _lines(root, (), lines)
+    try:
+        spec = _ScenarioFile.model_validate(data)
+    except ValidationError as e:
+        problems = [_problem(err, name, lines) for err in e.errors()]
+        raise ConfigError(sorted(problems, key=lambda p: p.line)) from None
+    faults = tuple(f.to_fault() for f in spec.faults)
+    size = spec.plant
+    problems = []
+    for i, f in enumerate(faults):
+        t = f.target
+        if isinstance(t, CoatingTarget) and t.lane > size.lanes:
+            loc: _Loc = ("faults", i, "target", "lane")
+            msg = f"must be at most plant.lanes ({size.lanes}), got {t.lane}"
+        elif isinstance(t, FormationTarget) and t.cabinet > size.cabinets:
+            loc, msg = ("faults", i, "target", "cabinet"), (
+                f"must be at most plant.cabinets ({size.cabinets}), got {t.cabinet}"
+            )
+        elif isinstance(t, FormationTarget) and t.channel > size.channels:
+            loc, msg = ("faults", i, "target", "channel"), (
+                f"must be at most plant.channels ({size.channels}), got {t.channel}"
+            )
+        else:
+            continue
+        problems.append(Problem(name, _line_of(loc, lines), _path(loc), msg))
+    if problems:
+        raise ConfigError(problems)
+    return Scenario(
+        name=spec.name,
+        description=spec.description,
+        seed=spec.seed,
+        rate_hz=spec.rate_hz,
+        duration_s=spec.duration_s,
+        speed=spec.speed,
+        lanes=size.lanes,
+        cabinets=size.cabinets,
+        channels=size.channels,
+        faults=faults,
+    )
