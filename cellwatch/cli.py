@@ -25,6 +25,8 @@ __all__ = ["load_config", "main", "run_until_signal"]
 
 #: The example plant shipped with the source tree; what the demo runs on by default.
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "plant.example.yaml"
+#: The scenario the demo's simulator plays by default.
+DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "config" / "scenarios" / "demo.yaml"
 
 
 def load_config(path: Path) -> PlantConfig:
@@ -67,8 +69,14 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from cellwatch.demo import DemoOptions, run_demo
+    from sim.scenario import parse_scenario
 
     cfg = load_config(Path(args.config))
+    try:
+        scenario_text = Path(args.scenario).read_text(encoding="utf-8")
+    except OSError as e:
+        raise CliError(f"cannot read scenario {args.scenario}: {e.strerror or e}") from None
+    scenario = parse_scenario(scenario_text, args.scenario)
     opts = DemoOptions(
         broker_url=args.broker,
         influxdb_url=args.influxdb,
@@ -81,7 +89,7 @@ def _demo(args: argparse.Namespace) -> int:
         fault_at_s=args.fault_at,
         db_path=args.db,
     )
-    return asyncio.run(run_until_signal(lambda stop: run_demo(cfg, opts, stop))) or 0
+    return asyncio.run(run_until_signal(lambda stop: run_demo(cfg, scenario, opts, stop))) or 0
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -149,14 +157,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (0 = any)")
     d.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     d.add_argument("--summary", metavar="FILE", help="write a JSON summary here when stopping")
-    d.add_argument("--seed", type=int, default=1, help="simulator random seed")
-    d.add_argument(
-        "--fault-at",
-        type=float,
-        default=25.0,
-        metavar="S",
-        help="seconds after start when lane 3 side A drifts by +1.5 sigma",
-    )
+    d.add_argument("--scenario", default=str(DEMO_SCENARIO),
+                   help="simulator scenario file (default: %(default)s)")
+    d.add_argument("--seed", type=int, help="simulator random seed (default: the scenario's)")
+    d.add_argument("--fault-at", type=float, metavar="S",
+                   help="move the scenario's faults to start S seconds after start")
     d.add_argument("--db", metavar="FILE", help="alert database (default: a fresh temporary file)")
     d.set_defaults(func=_demo)
 

@@ -16,7 +16,7 @@ import socket
 import tempfile
 import time
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,13 +26,10 @@ from cellwatch.errors import CliError
 from edge.agent import EdgeAgent
 from models.plant import PlantConfig
 from server.app import CentralServer
-from sim import FaultSpec, Simulator
+from sim import Simulator
+from sim.scenario import Scenario
 
 __all__ = ["DemoOptions", "run_demo"]
-
-
-#: Samples per second of every simulated signal in the demo: Phase I (60 samples) takes 15 s.
-SIM_RATE_HZ = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +43,8 @@ class DemoOptions:
     mqtt_port: int = 1883
     duration_s: float | None = None
     summary_path: Path | None = None
-    seed: int = 1
-    fault_at_s: float = 25.0
+    seed: int | None = None
+    fault_at_s: float | None = None
     db_path: str | None = None
 
 
@@ -114,7 +111,7 @@ def _warn_if_fault_in_baseline(cfg: PlantConfig, fault_at_s: float, rate_hz: flo
     )
     phase1_s = longest / rate_hz
     if fault_at_s < phase1_s + 2.0:
-        print(f"  note: the drift at +{fault_at_s:.0f} s starts before the {longest}-sample "
+        print(f"  note: the fault at +{fault_at_s:.0f} s starts before the {longest}-sample "
               f"baselines end (about +{phase1_s + 2.0:.0f} s); it may be learned as normal",
               flush=True)
 
@@ -127,7 +124,9 @@ def _alert_line(alert: dict[str, Any], t0: float) -> str:
     )
 
 
-async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> int:
+async def run_demo(
+    cfg: PlantConfig, scenario: Scenario, opts: DemoOptions, stop: asyncio.Event
+) -> int:
     """Run the whole demo until ``stop`` is set or the duration ends; returns the exit code."""
     host = "127.0.0.1"
     http_port = cfg.server.port if opts.http_port is None else opts.http_port
@@ -149,13 +148,21 @@ async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> 
         else:
             broker = await stack.enter_async_context(EmbeddedBroker(host, opts.mqtt_port))
             broker_url = broker.url
+        faults = scenario.faults
+        if opts.fault_at_s is not None:
+            faults = tuple(replace(f, start_s=opts.fault_at_s) for f in faults)
         sim = await stack.enter_async_context(
             Simulator(
                 opcua_host=host,
                 opcua_port=opts.opcua_port,
                 broker_url=broker_url,
-                seed=opts.seed,
-                fault=FaultSpec(start_s=opts.fault_at_s), rate_hz=SIM_RATE_HZ,
+                seed=scenario.seed if opts.seed is None else opts.seed,
+                rate_hz=scenario.rate_hz,
+                lanes=scenario.lanes,
+                cabinets=scenario.cabinets,
+                channels=scenario.channels,
+                faults=faults,
+                speed=scenario.speed,
             )
         )
         plant = _wire(cfg, broker_url, sim.endpoint, http_port, db, opts.influxdb_url)
@@ -163,12 +170,9 @@ async def run_demo(cfg: PlantConfig, opts: DemoOptions, stop: asyncio.Event) -> 
         agent = await stack.enter_async_context(EdgeAgent(plant))
         print(f"cellwatch demo: dashboard {server.url}/  (API {server.url}/api/alerts)", flush=True)
         print(f"  simulator OPC UA {sim.endpoint}, MQTT broker {broker_url}", flush=True)
-        print(
-            f"  scripted drift: lane03_A areal weight +1.5 sigma at +{opts.fault_at_s:.0f} s; "
-            "Ctrl-C stops",
-            flush=True,
-        )
-        _warn_if_fault_in_baseline(plant, opts.fault_at_s, SIM_RATE_HZ)
+        print(f"  scenario {scenario.name}: {scenario.description} Ctrl-C stops", flush=True)
+        if faults:
+            _warn_if_fault_in_baseline(plant, min(f.start_s for f in faults), scenario.rate_hz)
         deadline = None if opts.duration_s is None else t0 + opts.duration_s
         shown: set[Any] = set()
         next_progress = t0 + 10.0

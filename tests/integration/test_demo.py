@@ -148,3 +148,17 @@ def test_malformed_broker_url_is_one_line() -> None:
     assert err.strip().splitlines() == [
         "cellwatch: --broker must be a URL like mqtt://HOST:PORT, got 'broker.local'"
     ]
+
+
+def test_missing_or_broken_scenario_is_reported_before_anything_starts(tmp_path: Path) -> None:
+    proc = _demo("--scenario", "no/such.yaml", "--http-port", "0")
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err.strip()) == (
+        1, "cellwatch: cannot read scenario no/such.yaml: No such file or directory"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nrate_hz: -1\nfaults: []\n")
+    proc = _demo("--scenario", str(bad), "--http-port", "0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [f"{bad}:2 rate_hz: input should be greater than 0, got -1"]
