@@ -5,7 +5,8 @@ I/O, so the same seed and the same times give the same numbers. That is what mak
 tests and demo runs repeatable, and it lets tests inject times instead of waiting for them.
 Every sample is independent Gaussian noise around the nominal value (an in-control process),
 except the areal-weight series hit by scripted faults (``sim.fault``), which ``sim.injector``
-changes while each fault is active.
+changes while each fault is active (a recipe changeover moves their nominal; a clock skew
+leaves them alone and moves their source timestamps, carried in ``CoatingSample.skew``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class CoatingSample:
     ``areal_weight`` has shape ``(lanes, 2)``: row ``k`` is lane ``k + 1``, columns are sides
     A and B; NaN marks a value that is not published (a dropout). ``dryer`` has one
     temperature per zone. ``bad`` (same shape as ``areal_weight``, or None for none) marks
-    values to be served with a Bad status code.
+    values to be served with a Bad status code. ``skew`` (same shape, or None for none) holds
+    the seconds each areal weight's source timestamp runs ahead of ``ts`` (a device clock off).
     """
 
     ts: float
@@ -57,6 +59,7 @@ class CoatingSample:
     web_speed: float
     dryer: npt.NDArray[np.float64]
     bad: npt.NDArray[np.bool_] | None = None
+    skew: npt.NDArray[np.float64] | None = None
 
 
 class CoatingModel:
@@ -103,9 +106,12 @@ class CoatingModel:
         weight = self._rng.normal(AREAL_WEIGHT.mean, AREAL_WEIGHT.sigma, (self.lanes, len(SIDES)))
         speed = float(self._rng.normal(WEB_SPEED.mean, WEB_SPEED.sigma))
         dryer = self._rng.normal(self._dryer_mean, self._dryer_sigma)
-        bad = None
+        bad = skew = None
         if self._injector.faults:
             values = {"areal_weight": weight}
             mask = self._injector.apply(ts, values, {"areal_weight": AREAL_WEIGHT.mean})
             bad = mask if mask.any() else None
-        return CoatingSample(ts=ts, areal_weight=weight, web_speed=speed, dryer=dryer, bad=bad)
+            skew = self._injector.clock_offsets(ts)
+        return CoatingSample(
+            ts=ts, areal_weight=weight, web_speed=speed, dryer=dryer, bad=bad, skew=skew
+        )

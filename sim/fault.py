@@ -2,10 +2,12 @@
 
 A drift detector can only be judged against a known answer: which series went wrong, when, how
 and by how much. ``Fault`` describes one injected fault: its kind (a mean shift, a drift, a stuck
-sensor, a lot of weak cells, ...), its window in seconds after the simulator start, the series it
-hits (``CoatingTarget``, ``FormationTarget``, or every formation channel for a material lot) and
-its size, in multiples of the series' noise sigma where that is how control-chart performance is
-quoted, in engineering units where a real fault has them (a calibration offset). ``Fault.record``
+sensor, a lot of weak cells, a device clock running ahead, a product change, ...), its window in
+seconds after the simulator start, the series it hits (``CoatingTarget``, ``FormationTarget``,
+every formation channel for a material lot, every coating lane for a recipe changeover) and its
+size, in multiples of the series' noise sigma where that is how control-chart performance is
+quoted, in engineering units where a real fault has them (a calibration offset, a clock offset in
+seconds, the new nominal areal weight of a recipe). ``Fault.record``
 produces the ground-truth record that evaluation code compares detections with. ``FaultSpec``
 is the short form for the most common case, one step shift of one coating lane.
 """
@@ -39,12 +41,15 @@ FaultKind = Literal[
     "bad_status",
     "calibration_offset",
     "lot_effect",
+    "clock_skew",
+    "recipe_changeover",
 ]
 #: Every fault kind, in the order the docs list them.
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 #: Name of the one size parameter of each kind, as scenario files and ground truth spell it:
 #: a step in sigma, a slope in sigma per minute, a factor on the noise sigma, a spike height in
-#: sigma, an offset in the parameter's unit, a capacity change in percent.
+#: sigma, an offset in the parameter's unit, a capacity change in percent, a source-timestamp
+#: offset in seconds (positive: the device clock is ahead), the new nominal of a recipe.
 MAGNITUDE = {
     "mean_shift": "shift_sigma",
     "linear_drift": "sigma_per_min",
@@ -52,6 +57,8 @@ MAGNITUDE = {
     "spike": "size_sigma",
     "calibration_offset": "offset",
     "lot_effect": "shift_pct",
+    "clock_skew": "offset_s",
+    "recipe_changeover": "new_nominal",
 }
 #: Coating parameters a fault can target (per lane and side).
 COATING_PARAMS = ("areal_weight",)
@@ -105,7 +112,8 @@ class FormationTarget:
         return f"cab{self.cabinet:02d}-ch{self.channel:02d}"
 
 
-#: What a fault hits: one coating series, one formation series, or (None) every channel.
+#: What a fault hits: one coating series, one formation series, or (None) every formation
+#: channel (a lot effect) or every coating lane and side (a recipe changeover).
 Target = CoatingTarget | FormationTarget | None
 
 
@@ -113,12 +121,14 @@ Target = CoatingTarget | FormationTarget | None
 class Fault:
     """One injected fault, active during [start_s, end_s) seconds after the simulator start.
 
-    ``target=None`` means every formation channel (the only reading of a material lot effect,
-    and only allowed for it). ``magnitude`` is the kind's size parameter (see ``MAGNITUDE``;
-    unused by stuck, dropout and bad_status); ``rate_hz`` is the mean spike rate of a spike
-    fault. Which kinds fit which targets: bad_status only on coating series (OPC UA carries a
-    status code, the cyclers' JSON does not), calibration_offset only on a formation channel,
-    lot_effect only on all channels; a dropout on a formation channel silences the whole channel.
+    ``target=None`` means every formation channel for a material lot effect (its only reading)
+    and every coating lane and side for a recipe changeover; no other kind allows it.
+    ``magnitude`` is the kind's size parameter (see ``MAGNITUDE``; unused by stuck, dropout and
+    bad_status); ``rate_hz`` is the mean spike rate of a spike fault. Which kinds fit which
+    targets: bad_status only on coating series (OPC UA carries a status code, the cyclers' JSON
+    does not), calibration_offset only on a formation channel, lot_effect only on all channels,
+    recipe_changeover only on coating series (one, or all); a dropout or a clock_skew on a
+    formation channel hits the whole channel, whose parameters share one timestamp.
 
     >>> f = Fault("linear_drift", 60.0, 120.0, CoatingTarget(3, "A"), magnitude=0.5)
     >>> f.station, f.active(59.9), f.active(60.0), f.active(120.0)
@@ -147,6 +157,13 @@ class Fault:
                 raise ValueError("a lot_effect applies to all formation channels: target 'all'")
             if not self.magnitude > -100.0:
                 raise ValueError(f"shift_pct must be > -100, got {self.magnitude}")
+        elif kind == "recipe_changeover":
+            if isinstance(target, FormationTarget):
+                raise ValueError(
+                    "recipe_changeover needs a coating target (lane, side) or 'all' coating lanes"
+                )
+            if not self.magnitude > 0.0:
+                raise ValueError(f"new_nominal must be > 0, got {self.magnitude}")
         elif target is None:
             raise ValueError(f"a {kind} fault needs a coating or formation target, not 'all'")
         if kind == "bad_status" and not isinstance(target, CoatingTarget):
@@ -161,31 +178,44 @@ class Fault:
     @property
     def station(self) -> str:
         """Station the fault hits: ``coater`` or ``formation``."""
-        return "coater" if isinstance(self.target, CoatingTarget) else "formation"
+        coater = isinstance(self.target, CoatingTarget) or self.kind == "recipe_changeover"
+        return "coater" if coater else "formation"
 
     @property
     def param(self) -> str:
-        """Parameter the fault changes (capacity for a lot effect)."""
-        return "capacity" if self.target is None else self.target.param
+        """Parameter the fault changes (capacity for a lot effect, areal weight for a recipe
+        changeover of all lanes)."""
+        if self.target is None:
+            return "areal_weight" if self.kind == "recipe_changeover" else "capacity"
+        return self.target.param
 
     def active(self, t_rel: float) -> bool:
         """Whether the fault applies ``t_rel`` seconds after the simulator start."""
         return t_rel >= self.start_s and (self.end_s is None or t_rel < self.end_s)
 
-    def tags(self, cabinets: int, channels: int, line: str = "line1") -> list[dict[str, str]]:
+    def tags(
+        self, cabinets: int, channels: int, line: str = "line1", lanes: int = 4
+    ) -> list[dict[str, str]]:
         """The series the fault affects, as (line, station, equipment, param) of the plant config.
 
-        A formation dropout silences every parameter of its channel; a lot effect shifts the
-        capacity of all ``cabinets`` x ``channels`` channels.
+        A formation dropout or clock skew hits every parameter of its channel; a lot effect
+        shifts the capacity of all ``cabinets`` x ``channels`` channels; a recipe changeover
+        without a target moves the areal weight of both sides of all ``lanes`` lanes.
         """
         station, target = self.station, self.target
-        if target is None:
+        if target is None and self.kind == "recipe_changeover":
+            pairs = [
+                (CoatingTarget(lane, side).equipment, "areal_weight")
+                for lane in range(1, lanes + 1)
+                for side in ("A", "B")
+            ]
+        elif target is None:
             pairs = [
                 (FormationTarget(cab, ch).equipment, "capacity")
                 for cab in range(1, cabinets + 1)
                 for ch in range(1, channels + 1)
             ]
-        elif isinstance(target, FormationTarget) and self.kind == "dropout":
+        elif isinstance(target, FormationTarget) and self.kind in ("dropout", "clock_skew"):
             pairs = [(target.equipment, p) for p in FORMATION_PARAMS]
         else:
             pairs = [(target.equipment, target.param)]
@@ -199,12 +229,17 @@ class Fault:
         sigma: float | None = None,
         unit: str = "",
         line: str = "line1",
+        lanes: int = 4,
+        mean: float | None = None,
     ) -> dict[str, Any]:
         """Ground-truth record of this fault for a simulator started at epoch ``start_ts``.
 
-        ``sigma`` and ``unit`` are the target parameter's in-control noise and unit; with a
-        sigma, faults sized in sigma also give their size in the unit (``shift``, ``slope``
-        per minute, ``size``). ``end_ts`` is ``None`` for a fault that lasts to the end.
+        ``sigma``, ``unit`` and ``mean`` are the target parameter's in-control noise, unit and
+        nominal; with a sigma, faults sized in sigma also give their size in the unit
+        (``shift``, ``slope`` per minute, ``size``). A recipe changeover records the nominal it
+        leaves (``old_nominal``, given ``mean``) next to ``new_nominal``; a clock skew's
+        ``offset_s`` is in seconds whatever the series' unit. ``end_ts`` is ``None`` for a
+        fault that lasts to the end.
 
         >>> f = Fault("mean_shift", 10.0, None, CoatingTarget(3, "A"), 1.5)
         >>> r = f.record(1000.0, sigma=0.1)
@@ -217,6 +252,10 @@ class Fault:
             parameters[name] = self.magnitude
         if self.kind == "spike":
             parameters["rate_hz"] = self.rate_hz
+        if self.kind == "clock_skew":
+            sigma, unit = None, "s"
+        if self.kind == "recipe_changeover" and mean is not None:
+            parameters["old_nominal"] = mean
         if sigma is not None and self.kind != "lot_effect":
             parameters["sigma"] = sigma
             scaled = {"mean_shift": "shift", "linear_drift": "slope", "spike": "size"}
@@ -226,7 +265,7 @@ class Fault:
             parameters["unit"] = unit
         return {
             "kind": self.kind,
-            "tags": self.tags(cabinets, channels, line),
+            "tags": self.tags(cabinets, channels, line, lanes),
             "start_ts": start_ts + self.start_s,
             "end_ts": None if self.end_s is None else start_ts + self.end_s,
             "parameters": parameters,

@@ -10,7 +10,8 @@ are offset in phase so that they do not all switch at once. The cell temperature
 noise, and, as in ``sim.coating``, the model is a pure function of injected times. ``speed``
 compresses the cycle further (a cycle takes ``CYCLE_S / speed`` seconds) while every value
 along the cycle, and so every statistic of the results, stays the same. Scripted formation
-faults (``sim.fault``) are applied by ``sim.injector`` after the noise.
+faults (``sim.fault``) are applied by ``sim.injector`` after the noise; a clock skew leaves the
+values alone and shifts the channel's timestamps (``FormationSample.skew``).
 """
 
 from __future__ import annotations
@@ -59,13 +60,15 @@ CELL_TEMPERATURE = Nominal(mean=25.0, sigma=0.3, unit="degC", low=-20.0, high=80
 class FormationSample:
     """One sample of every formation channel at epoch ``ts``; arrays are (cabinets, channels).
 
-    NaN marks a channel that published nothing at this time (a dropout)."""
+    NaN marks a channel that published nothing at this time (a dropout). ``skew`` (same shape,
+    or None for none) holds the seconds each channel's clock runs ahead of ``ts``."""
 
     ts: float
     voltage: npt.NDArray[np.float64]
     current: npt.NDArray[np.float64]
     capacity: npt.NDArray[np.float64]
     temperature: npt.NDArray[np.float64]
+    skew: npt.NDArray[np.float64] | None = None
 
 
 def _cc_voltage(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -157,10 +160,12 @@ class FormationModel:
                 "cell_temperature": CELL_TEMPERATURE.mean,
             }
             self._injector.apply(ts, values, centers)
+        skew = self._injector.clock_offsets(ts) if self._injector.faults else None
         return FormationSample(
             ts=ts,
             voltage=values["voltage"],
             current=values["current"],
             capacity=values["capacity"],
             temperature=values["cell_temperature"],
+            skew=skew,
         )

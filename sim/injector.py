@@ -6,13 +6,17 @@ nowhere else. It keeps what a fault needs between samples (the frozen value of a
 the previous sample time for a spike rate) and draws spikes from streams of its own, one per
 fault, so scripting a fault never changes the noise of the series it does not touch.
 
-Effects, applied in scenario order to the target cell of the parameter array:
+A recipe changeover is applied first: it moves the noise-free value itself (every cell of the
+parameter, or the target cell, from its nominal to ``magnitude``), so the faults below act around
+the new product's nominal. The other effects follow in scenario order, on the target cell:
 mean_shift adds ``magnitude`` sigma; linear_drift adds ``magnitude`` sigma per minute since the
 start; variance_increase scales the deviation from the noise-free value by ``magnitude``; stuck
 repeats the first value of the window; dropout makes the value NaN (not published; a formation
 channel goes silent as a whole); spike adds ``magnitude`` sigma at Poisson times of rate
 ``rate_hz``; calibration_offset adds ``magnitude`` units; lot_effect scales every capacity by
 ``1 + magnitude / 100``; bad_status leaves the value and marks it in the returned mask.
+clock_skew leaves the value too: ``clock_offsets`` gives the seconds the target's source
+timestamp is ahead of the sample time, which the transports add to the time they publish.
 """
 
 from __future__ import annotations
@@ -78,8 +82,18 @@ class Injector:
         t_rel = ts - self.start_ts
         dt = 0.0 if self._last_ts is None else max(ts - self._last_ts, 0.0)
         self._last_ts = ts
+        centers = dict(centers)
+        for fault in self.faults:
+            if fault.kind == "recipe_changeover" and fault.active(t_rel):
+                param = fault.param
+                center = np.array(np.broadcast_to(centers[param], self.shape), dtype=np.float64)
+                row, col = self._index(fault)
+                cells = np.s_[:, :] if row is None else np.s_[row, col]
+                values[param][cells] += fault.magnitude - center[cells]
+                center[cells] = fault.magnitude
+                centers[param] = center
         for n, fault in enumerate(self.faults):
-            if not fault.active(t_rel):
+            if fault.kind in ("recipe_changeover", "clock_skew") or not fault.active(t_rel):
                 continue
             row, col = self._index(fault)
             kind, param, m = fault.kind, fault.param, fault.magnitude
@@ -110,3 +124,17 @@ class Injector:
             elif kind == "bad_status":
                 bad[row, col] = True
         return bad
+
+    def clock_offsets(self, ts: float) -> npt.NDArray[np.float64] | None:
+        """Seconds each cell's source timestamp runs ahead of epoch ``ts`` (the clock skews
+        active then, summed), or None when no clock is off."""
+        t_rel = ts - self.start_ts
+        offsets: npt.NDArray[np.float64] | None = None
+        for fault in self.faults:
+            if fault.kind == "clock_skew" and fault.active(t_rel):
+                row, col = self._index(fault)
+                assert row is not None
+                if offsets is None:
+                    offsets = np.zeros(self.shape)
+                offsets[row, col] += fault.magnitude
+        return offsets

@@ -8,7 +8,8 @@ config maps. Messages go out at QoS 1 through paho's network thread, which also 
 a bounded back-off when the broker goes away; while it is away paho keeps up to
 ``max_queued`` messages and resends them, and anything beyond that is dropped and counted, never
 an exception in the caller. Counters distinguish samples handed to paho from samples the broker
-acknowledged, so "published" means what it says.
+acknowledged, so "published" means what it says. The ``ts`` of a channel whose clock is off
+(``FormationSample.skew``) is the sample time plus that offset, as the cycler would stamp it.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class FormationPublisher:
     def add(self, sample: FormationSample) -> None:
         """Append one sample of every channel to that channel's pending batch; a channel with a
         NaN value (a dropout) contributes nothing."""
+        skew = sample.skew.tolist() if sample.skew is not None else None
         rows = zip(
             sample.voltage.tolist(),
             sample.current.tolist(),
@@ -132,7 +134,7 @@ class FormationPublisher:
                 if any(math.isnan(v) for v in values):
                     continue  # a dropout: the channel sends nothing for this time
                 batch = self._buffers.setdefault((cab, ch), [[] for _ in KEYS])
-                batch[0].append(sample.ts)
+                batch[0].append(sample.ts if skew is None else sample.ts + skew[cab - 1][ch - 1])
                 for column, value in zip(batch[1:], values, strict=True):
                     column.append(value)
 

@@ -7,7 +7,9 @@ same way, with the exact layout ``config/plant.example.yaml`` subscribes to: obj
 (``Line1.Coater.Lane03.SideA.ArealWeight``) in the namespace ``urn:cellwatch:sim``. Variables
 are Doubles with EngineeringUnits and EURange properties, as a real AnalogItem would carry, and
 each update writes a DataValue whose SourceTimestamp is the sample time, so collectors can be
-tested on source time rather than arrival time. A value the sample marks bad is written with
+tested on source time rather than arrival time; an areal weight whose device clock is off
+(``CoatingSample.skew``) gets the sample time plus that offset, as a drifting gauge clock would
+stamp it. A value the sample marks bad is written with
 StatusCode BadSensorFailure, and a NaN (a dropout) is not written at all, so the node goes
 stale the way a disconnected sensor's does. Updates go straight to the address space
 (``write_attribute_value``), which is cheap enough for dozens of nodes at several Hz.
@@ -145,12 +147,16 @@ class CoaterServer:
         server_ts = datetime.now(UTC)
         weights = sample.areal_weight.tolist()
         bad = sample.bad.tolist() if sample.bad is not None else None
+        skew = sample.skew.tolist() if sample.skew is not None else None
         for lane, (lane_nodes, lane_values) in enumerate(zip(self._weights, weights, strict=True)):
             for side, (node, value) in enumerate(zip(lane_nodes, lane_values, strict=True)):
                 if math.isnan(value):
                     continue  # a dropout: the node keeps its last value and goes stale
                 is_bad = bad is not None and bad[lane][side]
-                await server.write_attribute_value(node, _value(value, source, server_ts, is_bad))
+                stamp = source
+                if skew is not None and skew[lane][side]:
+                    stamp = datetime.fromtimestamp(sample.ts + skew[lane][side], UTC)
+                await server.write_attribute_value(node, _value(value, stamp, server_ts, is_bad))
         await server.write_attribute_value(self._speed, _value(sample.web_speed, source, server_ts))
         for node, value in zip(self._zones, sample.dryer.tolist(), strict=True):
             await server.write_attribute_value(node, _value(value, source, server_ts))

@@ -173,6 +173,16 @@ class _LotEffect(_FaultBase):
     shift_pct: float = Field(gt=-100.0)
 
 
+class _ClockSkew(_FaultBase):
+    kind: Literal["clock_skew"]
+    offset_s: float
+
+
+class _RecipeChangeover(_FaultBase):
+    kind: Literal["recipe_changeover"]
+    new_nominal: float = Field(gt=0.0)
+
+
 _AnyFault = Annotated[
     _MeanShift
     | _LinearDrift
@@ -182,7 +192,9 @@ _AnyFault = Annotated[
     | _Spike
     | _BadStatus
     | _CalibrationOffset
-    | _LotEffect,
+    | _LotEffect
+    | _ClockSkew
+    | _RecipeChangeover,
     Field(discriminator="kind"),
 ]
 

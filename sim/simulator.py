@@ -249,10 +249,17 @@ class Simulator:
     def _begin_fault(self, fault: Fault) -> None:
         nominal = NOMINALS[fault.param]
         record = fault.record(
-            self.start_ts, self.cabinets, self.channels, nominal.sigma, nominal.unit
+            self.start_ts,
+            self.cabinets,
+            self.channels,
+            nominal.sigma,
+            nominal.unit,
+            lanes=self.lanes,
+            mean=nominal.mean,
         )
         self._truth.append(record)
-        target = "all channels" if fault.target is None else fault.target.equipment
+        everything = "all lanes" if fault.station == "coater" else "all channels"
+        target = everything if fault.target is None else fault.target.equipment
         log.info("fault begins: %s on %s %s", fault.kind, target, fault.param)
         if self.truth_path is not None:
             try:

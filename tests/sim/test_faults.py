@@ -218,6 +218,92 @@ def test_lot_effect_scales_the_capacity_of_every_channel() -> None:
         assert _near(q[sel_out, cab, ch] - ideal[sel_out, cab, ch], 0.0, CAPACITY.sigma)
 
 
+def test_clock_skew_moves_the_coating_source_time_and_not_the_values() -> None:
+    fault = Fault("clock_skew", START, END, COAT, magnitude=2.5)
+    quiet = CoatingModel(seed=3, lanes=4, start_ts=T0)
+    skewed = CoatingModel(seed=3, lanes=4, start_ts=T0, faults=[fault])
+    rec = fault.record(T0, sigma=SIGMA, unit="mg/cm2")
+    during = _window(rec)
+    (r, c), _ = _target_and_others(rec)
+    offsets = np.zeros((N, 4, 2))
+    for k, ts in enumerate(TIMES):
+        a, b = quiet.sample(float(ts)), skewed.sample(float(ts))
+        assert np.array_equal(a.areal_weight, b.areal_weight) and b.bad is None
+        if b.skew is not None:
+            offsets[k] = b.skew
+    assert np.all(offsets[during, r, c] == 2.5)
+    assert not np.any(offsets[~during, r, c])
+    offsets[:, r, c] = 0.0
+    assert not np.any(offsets)  # no other series' clock is off
+    assert rec["parameters"] == {"offset_s": 2.5, "unit": "s"}
+    assert [t["equipment"] for t in rec["tags"]] == ["lane02_B"]
+
+
+def test_clock_skew_on_a_formation_channel_moves_its_whole_timestamp() -> None:
+    fault = Fault("clock_skew", START, END, FormationTarget(1, 4, "voltage"), magnitude=-1.5)
+    quiet = FormationModel(seed=4, start_ts=T0)
+    skewed = FormationModel(seed=4, start_ts=T0, faults=[fault])
+    rec = fault.record(T0, 2, 4)
+    during = _window(rec)
+    assert {t["equipment"] for t in rec["tags"]} == {"cab01-ch04"}
+    assert {t["param"] for t in rec["tags"]} == {"voltage", "current", "capacity",
+                                                  "cell_temperature"}
+    for k, ts in enumerate(TIMES):
+        a, b = quiet.sample(float(ts)), skewed.sample(float(ts))
+        for x, y in ((a.voltage, b.voltage), (a.capacity, b.capacity),
+                     (a.temperature, b.temperature)):
+            assert np.array_equal(x, y)
+        if during[k]:
+            assert b.skew is not None and b.skew[0, 3] == -1.5
+            assert np.count_nonzero(b.skew) == 1
+        else:
+            assert b.skew is None
+
+
+def test_recipe_changeover_moves_every_lane_to_the_new_nominal() -> None:
+    new = AREAL_WEIGHT.mean + 5 * SIGMA
+    fault = Fault("recipe_changeover", START, None, None, magnitude=new)
+    w, bad, _ = _coating(fault)
+    rec = fault.record(T0, sigma=SIGMA, unit="mg/cm2", lanes=4, mean=AREAL_WEIGHT.mean)
+    during = _window(rec)
+    assert rec["end_ts"] is None and during.sum() == N - 200
+    assert rec["parameters"]["old_nominal"] == AREAL_WEIGHT.mean
+    assert rec["parameters"]["new_nominal"] == new
+    assert len(rec["tags"]) == 8 and {t["param"] for t in rec["tags"]} == {"areal_weight"}
+    assert not bad.any()
+    for tag in rec["tags"]:
+        r, c = _index(tag["equipment"])
+        assert _near(w[during, r, c], new, SIGMA), tag
+        assert _near(w[~during, r, c], AREAL_WEIGHT.mean, SIGMA), tag
+        # Only the mean moves: the noise stays that of the process.
+        assert abs(w[during, r, c].std(ddof=1) / SIGMA - 1) < 5 / math.sqrt(2 * during.sum())
+
+
+def test_recipe_changeover_of_one_series_ends_at_its_end() -> None:
+    new = AREAL_WEIGHT.mean - 3 * SIGMA
+    w, _, rec = _coating(Fault("recipe_changeover", START, END, COAT, magnitude=new))
+    during = _window(rec)
+    (r, c), others = _target_and_others(rec)
+    assert rec["parameters"]["new_nominal"] == new
+    assert _near(w[during, r, c], new, SIGMA)
+    assert _near(w[~during, r, c], AREAL_WEIGHT.mean, SIGMA)
+    for o in others:
+        assert _near(w[:, o[0], o[1]], AREAL_WEIGHT.mean, SIGMA), o
+
+
+def test_a_shift_after_a_changeover_acts_around_the_new_nominal() -> None:
+    new = AREAL_WEIGHT.mean + 10 * SIGMA
+    faults = [
+        Fault("variance_increase", START, END, COAT, magnitude=2.0),
+        Fault("recipe_changeover", START, None, None, magnitude=new),
+    ]
+    model = CoatingModel(seed=6, lanes=4, start_ts=T0, faults=faults)
+    w = np.array([model.sample(float(ts)).areal_weight for ts in TIMES])
+    during = (REL >= START) & (REL < END)
+    assert _near(w[during, 1, 1], new, 2 * SIGMA)
+    assert abs(w[during, 1, 1].std(ddof=1) / (2 * SIGMA) - 1) < 5 / math.sqrt(2 * during.sum())
+
+
 def test_faults_with_spikes_reproduce_with_the_seed() -> None:
     fault = Fault("spike", START, END, COAT, magnitude=10.0, rate_hz=2.0)
     a, _, _ = _coating(fault, seed=9)
@@ -257,6 +343,9 @@ def test_speed_compresses_the_formation_cycle_only() -> None:
         {"kind": "spike", "target": COAT, "rate_hz": 0.0},
         {"kind": "variance_increase", "target": COAT, "magnitude": 0.0},
         {"kind": "stuck", "target": COAT, "end_s": 1.0},
+        {"kind": "clock_skew", "target": None, "magnitude": 1.0},
+        {"kind": "recipe_changeover", "target": FORM, "magnitude": 21.0},
+        {"kind": "recipe_changeover", "target": None, "magnitude": 0.0},
     ],
 )
 def test_fault_rejects_nonsense(kwargs: dict[str, Any]) -> None:

@@ -56,6 +56,10 @@ faults:
   - {kind: calibration_offset, start_s: 1, target: {cabinet: 1, channel: 2, param: voltage},
      offset: 0.004}
   - {kind: lot_effect, start_s: 1, target: all, shift_pct: -1.5}
+  - {kind: clock_skew, start_s: 2, end_s: 5, target: {lane: 3, side: A}, offset_s: 1.5}
+  - {kind: clock_skew, start_s: 2, target: {cabinet: 2, channel: 1, param: voltage}, offset_s: -3}
+  - {kind: recipe_changeover, start_s: 4, new_nominal: 21.5}
+  - {kind: recipe_changeover, start_s: 4, end_s: 8, target: {lane: 2, side: B}, new_nominal: 19}
 """
     s = parse_scenario(text)
     assert (s.seed, s.lanes, s.cabinets, s.channels) == (3, 6, 2, 4)
@@ -64,10 +68,37 @@ faults:
     assert s.faults[5].rate_hz == 0.5 and s.faults[5].magnitude == 8.0  # default spike size
     assert s.faults[7].target == FormationTarget(1, 2, "voltage")
     assert s.faults[8] == Fault("lot_effect", 1.0, None, None, -1.5)
+    assert s.faults[9] == Fault("clock_skew", 2.0, 5.0, CoatingTarget(3, "A"), 1.5)
+    assert s.faults[10] == Fault("clock_skew", 2.0, None, FormationTarget(2, 1, "voltage"), -3.0)
+    assert s.faults[11] == Fault("recipe_changeover", 4.0, None, None, 21.5)
+    assert s.faults[11].station == "coater" and s.faults[11].param == "areal_weight"
+    assert s.faults[12] == Fault("recipe_changeover", 4.0, 8.0, CoatingTarget(2, "B"), 19.0)
     assert [f.kind for f in s.faults] == [
         "mean_shift", "linear_drift", "variance_increase", "stuck", "dropout", "spike",
-        "bad_status", "calibration_offset", "lot_effect",
+        "bad_status", "calibration_offset", "lot_effect", "clock_skew", "clock_skew",
+        "recipe_changeover", "recipe_changeover",
     ]
+
+
+@pytest.mark.parametrize(
+    ("fault", "problem"),
+    [
+        ("{kind: clock_skew, start_s: 1, offset_s: 1}",
+         "faults[0]: a clock_skew fault needs a coating or formation target, not 'all'"),
+        ("{kind: clock_skew, start_s: 1, target: {lane: 1, side: A}}",
+         "faults[0].offset_s: is required"),
+        ("{kind: recipe_changeover, start_s: 1, new_nominal: 0}",
+         "faults[0].new_nominal: input should be greater than 0, got 0"),
+        ("{kind: recipe_changeover, start_s: 1, new_nominal: 21,"
+         " target: {cabinet: 1, channel: 1, param: voltage}}",
+         "faults[0]: recipe_changeover needs a coating target (lane, side) or 'all' coating"
+         " lanes"),
+    ],
+)
+def test_the_new_kinds_reject_what_they_cannot_do(fault: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_scenario(f"name: x\nfaults:\n  - {fault}\n", "k.yaml")
+    assert [str(p) for p in err.value.problems] == [f"k.yaml:3 {problem}"]
 
 
 def test_a_broken_scenario_lists_each_problem_with_its_line() -> None:
