@@ -18,7 +18,15 @@ from pydantic import ValidationError
 
 from models.plant import PlantConfig, cross_check
 
-__all__ = ["ConfigError", "Problem", "parse_plant"]
+__all__ = [
+    "ConfigError",
+    "Loc",
+    "Problem",
+    "key_path",
+    "line_of",
+    "load_yaml",
+    "parse_plant",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -45,7 +53,8 @@ class ConfigError(ValueError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def _path(loc: Iterable[str | int]) -> str:
+def key_path(loc: Iterable[str | int]) -> str:
+    """The ``lines[0].stations[2].lsl`` spelling of a location."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -71,7 +80,8 @@ def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], dups: list[tuple[Loc,
             _lines(item, loc + (i,), out, dups)
 
 
-def _line_of(loc: Loc, lines: dict[Loc, int]) -> int:
+def line_of(loc: Loc, lines: dict[Loc, int]) -> int:
+    """The line of ``loc``, or of its nearest parent present in the file (0 if none)."""
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
@@ -149,6 +159,33 @@ def _message(err: Any, data: Any) -> tuple[Loc, str]:
     return loc, f"{err['msg']}, got {given!r}"
 
 
+def load_yaml(
+    text: str, name: str, needs: str
+) -> tuple[dict[str, Any], dict[Loc, int], list[tuple[Loc, int]]]:
+    """Parse ``text`` as a YAML mapping; returns the data, the line of every key and list item,
+    and the duplicated keys (which YAML loaders silently collapse).
+
+    Raises `ConfigError` with one located problem for invalid YAML or for a top level that is
+    not a mapping; ``needs`` says what the mapping must hold, for that message.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        reason = getattr(e, "problem", None) or str(e)
+        raise ConfigError([Problem(name, line, "", f"is not valid YAML: {reason}")]) from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"{type(data).__name__} {data!r}"
+        raise ConfigError([Problem(name, 1, "", f"must be a mapping with {needs}, got {got}")])
+    lines: dict[Loc, int] = {}
+    dups: list[tuple[Loc, int]] = []
+    if root is not None:
+        _lines(root, (), lines, dups)
+    return data, lines, dups
+
+
 def parse_plant(text: str, name: str = "<config>") -> PlantConfig:
     """Validate a plant file's text; raises `ConfigError` with every problem found.
 
@@ -161,36 +198,21 @@ def parse_plant(text: str, name: str = "<config>") -> PlantConfig:
         ...     print(e)
         p.yaml:2 lines[0].speed: is not a known key (a typo, or an option that does not exist)
     """
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        reason = getattr(e, "problem", None) or str(e)
-        raise ConfigError([Problem(name, line, "", f"is not valid YAML: {reason}")]) from None
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"{type(data).__name__} {data!r}"
-        raise ConfigError(
-            [Problem(name, 1, "", f"must be a mapping with site and lines, got {got}")]
-        )
-    lines: dict[Loc, int] = {}
-    dups: list[tuple[Loc, int]] = []
-    if root is not None:
-        _lines(root, (), lines, dups)
+    data, lines, dups = load_yaml(text, name, "site and lines")
     problems = [
-        Problem(name, ln, _path(loc), "appears twice; only one may be given") for loc, ln in dups
+        Problem(name, ln, key_path(loc), "appears twice; only one may be given")
+        for loc, ln in dups
     ]
     try:
         cfg = PlantConfig.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
             loc, msg = _message(err, data)
-            problems.append(Problem(name, _line_of(loc, lines), _path(loc), msg))
+            problems.append(Problem(name, line_of(loc, lines), key_path(loc), msg))
         raise ConfigError(sorted(problems, key=lambda p: p.line)) from None
     for loc, allowed, given in cross_check(cfg):
         problems.append(
-            Problem(name, _line_of(loc, lines), _path(loc), f"{allowed}, got {given!r}")
+            Problem(name, line_of(loc, lines), key_path(loc), f"{allowed}, got {given!r}")
         )
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line))

@@ -26,10 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from models.configfile import ConfigError, Problem
+from models.configfile import ConfigError, Loc, Problem, key_path, line_of, load_yaml
 from sim.fault import (
     FAULT_KINDS,
     FORMATION_PARAMS,
@@ -42,7 +41,7 @@ from sim.fault import (
 
 __all__ = ["Scenario", "parse_scenario"]
 
-_Loc = tuple[str | int, ...]
+_Loc = Loc
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,26 +215,6 @@ class _ScenarioFile(_Strict):
     faults: list[_AnyFault] = []
 
 
-def _lines(node: yaml.Node, loc: _Loc, out: dict[_Loc, int]) -> None:
-    """Line of every key and list item below ``node``, by location."""
-    out.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            out[loc + (k.value,)] = k.start_mark.line + 1
-            _lines(v, loc + (k.value,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, loc + (i,), out)
-
-
-def _line_of(loc: _Loc, lines: dict[_Loc, int]) -> int:
-    return next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 0)
-
-
-def _path(loc: _Loc) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
 def _problem(err: Any, name: str, lines: dict[_Loc, int]) -> Problem:
     # Drop the pydantic-internal parts of a location: the fault kind a discriminated union
     # inserts after the list index, and the function name of a model validator.
@@ -259,7 +238,7 @@ def _problem(err: Any, name: str, lines: dict[_Loc, int]) -> Problem:
         msg = str(err["ctx"]["error"])
     else:
         msg = f"{err['msg'].lower()}, got {given!r}"
-    return Problem(name, _line_of(loc, lines), _path(loc), msg)
+    return Problem(name, line_of(loc, lines), key_path(loc), msg)
 
 
 def parse_scenario(text: str, name: str = "<scenario>") -> Scenario:
@@ -273,20 +252,7 @@ def parse_scenario(text: str, name: str = "<scenario>") -> Scenario:
     ...     print(e)
     s.yaml:3 faults[0].lane: is not a known key (a typo, or an option that does not exist)
     """
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        reason = getattr(e, "problem", None) or str(e)
-        raise ConfigError([Problem(name, line, "", f"is not valid YAML: {reason}")]) from None
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"{type(data).__name__} {data!r}"
-        raise ConfigError([Problem(name, 1, "", f"must be a mapping with a name, got {got}")])
-    lines: dict[_Loc, int] = {}
-    if root is not None:
-        _lines(root, (), lines)
+    data, lines, _ = load_yaml(text, name, "a name")
     try:
         spec = _ScenarioFile.model_validate(data)
     except ValidationError as e:
@@ -310,7 +276,7 @@ def parse_scenario(text: str, name: str = "<scenario>") -> Scenario:
             )
         else:
             continue
-        problems.append(Problem(name, _line_of(loc, lines), _path(loc), msg))
+        problems.append(Problem(name, line_of(loc, lines), key_path(loc), msg))
     if problems:
         raise ConfigError(problems)
     return Scenario(
