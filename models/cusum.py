@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from models.detector import BaselineError, FloatArray, NotFittedError, as_chunk
 from models.params import check_float, check_int
-from models.phase1 import robust_sigma
+from models.phase1 import require_samples, require_spread, robust_sigma, tag_names
 
 __all__ = ["Cusum", "CusumResult"]
 
@@ -129,22 +129,10 @@ class Cusum:
     def fit(self, baseline: npt.ArrayLike, tags: list[str] | None = None) -> Cusum:
         """Learn ``center_`` (mean) and ``sigma_`` (MR-bar / d2) per tag; NaNs ignored."""
         x = as_chunk(baseline, "baseline")
-        names = tags or [f"#{j}" for j in range(x.shape[1])]
-        n = np.sum(np.isfinite(x), axis=0)
-        short = np.flatnonzero(n < self.min_baseline)
-        if short.size:
-            j = int(short[0])
-            raise BaselineError(
-                f"CUSUM needs at least {self.min_baseline} baseline samples per tag; "
-                f"tag {names[j]} has {int(n[j])}"
-            )
+        names = tag_names(tags, x.shape[1])
+        require_samples(x, "CUSUM", self.min_baseline, names)
         sigma = robust_sigma(x, "mr")
-        flat = np.flatnonzero(~(sigma > 0.0))
-        if flat.size:
-            j = int(flat[0])
-            raise BaselineError(
-                f"CUSUM needs a baseline that varies; tag {names[j]} has sigma {float(sigma[j])!r}"
-            )
+        require_spread(sigma, "CUSUM", names)
         return self._set(np.nanmean(x, axis=0), sigma)
 
     def fit_known(self, center: npt.ArrayLike, sigma: npt.ArrayLike) -> Cusum:
