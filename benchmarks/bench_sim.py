@@ -84,6 +84,122 @@ def _percentiles(delays: list[float]) -> tuple[float, float]:
     return float(p50) * 1e3, float(p99) * 1e3
 
 
+def _opcua_consumer(endpoint: str, node_ids: list[str], ready: Any, stop: Any, out: Any) -> None:
+    """Subscribe to every node id and report (arrival time, 1) per notification and delays."""
+    asyncio.run(_opcua_consume(endpoint, node_ids, ready, stop, out))
+
+
+async def _opcua_consume(
+    endpoint: str, node_ids: list[str], ready: Any, stop: Any, out: Any
+) -> None:
+    from asyncua import Client, ua
+
+    from sim.opcua_server import NAMESPACE_URI
+
+    arrivals: list[tuple[float, int]] = []
+    delays: list[float] = []
+
+    class Handler:
+        def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+            now = time.time()
+            arrivals.append((now, 1))
+            stamp = data.monitored_item.Value.SourceTimestamp
+            if stamp is not None:
+                delays.append(now - stamp.timestamp())
+
+    async with Client(endpoint, timeout=60) as client:
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        nodes = [client.get_node(ua.NodeId(i, ns)) for i in node_ids]
+        sub = await client.create_subscription(250, Handler())
+        for k in range(0, len(nodes), 1000):  # within common OperationLimits
+            await sub.subscribe_data_change(nodes[k : k + 1000], queuesize=4)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+    out.put((arrivals, delays))
+
+
+def _formation_node_ids(cabinets: int, channels: int) -> list[str]:
+    return [
+        f"Line1.Formation.Cab{cab:02d}.Ch{ch:02d}.{name}"
+        for cab in range(1, cabinets + 1)
+        for ch in range(1, channels + 1)
+        for name in ("Voltage", "Current", "Capacity", "Temperature")
+    ]
+
+
+async def _opcua_sim(
+    cabinets: int, channels: int, seconds: float, warmup: float
+) -> dict[str, float]:
+    """Notifications/s a subscribed client receives from the simulator at 1 Hz."""
+    from sim import Simulator
+
+    sim = Simulator(
+        opcua_port=0,
+        broker_url=None,
+        seed=1,
+        rate_hz=1.0,
+        cabinets=cabinets,
+        channels=channels,
+        fault=None,
+        formation_opcua=True,
+    )
+    async with sim:
+        consumer = await asyncio.to_thread(
+            _Consumer, _opcua_consumer, sim.endpoint, _formation_node_ids(cabinets, channels)
+        )
+        t0 = time.time() + warmup
+        await asyncio.sleep(warmup + seconds)
+        t1 = time.time()
+        arrivals, delays = await asyncio.to_thread(consumer.result)
+        counters = sim.samples_published
+    p50, p99 = _percentiles(delays)
+    return {
+        "notifications_per_s": _rate(arrivals, t0, t1),
+        "nodes": cabinets * channels * VALUES_PER_SAMPLE,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "errors": counters["errors"],
+    }
+
+
+async def _opcua_write_rates(cabinets: int, channels: int, passes: int = 5) -> tuple[float, float]:
+    """Node updates/s of the simulator's write path and of ``node.write_value`` per node."""
+    from asyncua import ua
+
+    from sim.formation import FormationModel
+    from sim.opcua_server import CoaterServer
+
+    server = CoaterServer(port=0, formation=(cabinets, channels))
+    await server.start()
+    try:
+        model = FormationModel(seed=1, cabinets=cabinets, channels=channels, start_ts=time.time())
+        n = cabinets * channels * VALUES_PER_SAMPLE
+        best = float("inf")
+        for k in range(passes):
+            sample = model.sample(time.time() + k)
+            t = time.perf_counter()
+            await server.write_formation(sample)
+            best = min(best, time.perf_counter() - t)
+        fast = n / best
+        assert server._server is not None
+        ns = server._ns
+        nodes = [
+            server._server.get_node(ua.NodeId(i, ns))
+            for i in _formation_node_ids(cabinets, channels)
+        ]
+        best = float("inf")
+        for k in range(passes):
+            values = np.random.default_rng(k).normal(3.7, 0.01, n).tolist()
+            t = time.perf_counter()
+            for node, value in zip(nodes, values, strict=True):
+                await node.write_value(value)
+            best = min(best, time.perf_counter() - t)
+        return fast, n / best
+    finally:
+        await server.stop()
+
+
 class _Consumer:
     """A consumer process for one measurement; ``result()`` stops it and returns its data."""
 
@@ -165,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per part")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    p.add_argument("--opcua-cabinets", type=int, default=40)
+    p.add_argument("--opcua-channels", type=int, default=64)
     p.add_argument("--mqtt-cabinets", type=int, default=99)
     p.add_argument("--mqtt-channels", type=int, default=64)
     p.add_argument("--mqtt-rate-hz", type=float, default=4.0)
@@ -174,6 +292,29 @@ def main(argv: list[str] | None = None) -> int:
     from tests.servers import mosquitto
 
     figures: dict[str, Any] = {"cpus": os.cpu_count()}
+    op = asyncio.run(
+        _opcua_sim(args.opcua_cabinets, args.opcua_channels, args.seconds, args.warmup)
+    )
+    write_fast, write_naive = asyncio.run(
+        _opcua_write_rates(args.opcua_cabinets, args.opcua_channels)
+    )
+    figures.update(
+        opcua_nodes=op["nodes"],
+        opcua_notifications_per_s=round(op["notifications_per_s"]),
+        opcua_p50_ms=round(op["p50_ms"], 1),
+        opcua_p99_ms=round(op["p99_ms"], 1),
+        opcua_errors=op["errors"],
+        opcua_write_nodes_per_s=round(write_fast),
+        baseline_opcua_write_nodes_per_s=round(write_naive),
+        opcua_write_ratio=round(write_fast / write_naive, 1),
+    )
+    print(
+        f"OPC UA: {figures['opcua_nodes']:,} nodes at 1 Hz -> "
+        f"{figures['opcua_notifications_per_s']:,} notifications/s at the client "
+        f"(source->arrival p50 {figures['opcua_p50_ms']} ms, p99 {figures['opcua_p99_ms']} ms); "
+        f"write path {figures['opcua_write_nodes_per_s']:,} nodes/s vs node.write_value "
+        f"{figures['baseline_opcua_write_nodes_per_s']:,} ({figures['opcua_write_ratio']}x)"
+    )
     with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp)) as (url, _proc):
         mq = asyncio.run(
             _mqtt_sim(

@@ -188,6 +188,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     what.add_argument("--no-fault", action="store_true", help="run without any scripted fault")
     s.add_argument("--truth", metavar="FILE", help="write the ground-truth JSONL log here")
+    s.add_argument("--lanes", type=int, help="coater lanes, 1..99 (default: scenario's, 4)")
+    s.add_argument("--cabinets", type=int, help="formation cabinets, 1..99 (default: 2)")
+    s.add_argument("--channels", type=int, help="channels per cabinet, 1..99 (default: 4)")
+    s.add_argument(
+        "--formation-opcua",
+        action="store_true",
+        help="serve the formation channels over OPC UA too (Line1/Formation/CabNN/ChNN)",
+    )
+    s.add_argument(
+        "--no-sparkplug", action="store_true", help="do not publish energy meters as Sparkplug B"
+    )
     s.set_defaults(func=_sim)
 
     e = sub.add_parser("edge", help="run the edge agent for a plant file")
@@ -199,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_server)
 
     b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. core)")
-    b.add_argument("name", choices=("core",), help="which benchmark")
+    b.add_argument("name", choices=("core", "sim"), help="which benchmark")
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     b.set_defaults(func=_bench)
 

@@ -58,15 +58,21 @@ async def run_sim(args: argparse.Namespace, stop: asyncio.Event) -> None:
             "fault": None if args.no_fault else FaultSpec(start_s=fault_at),
         }
         duration = None
+    for name in ("lanes", "cabinets", "channels"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
     async with Simulator(
         opcua_host=args.opcua_host,
         opcua_port=args.opcua_port,
         broker_url=broker,
         truth_path=Path(args.truth) if args.truth else None,
+        formation_opcua=getattr(args, "formation_opcua", False),
+        sparkplug=not getattr(args, "no_sparkplug", False),
         **options,
     ) as sim:
         name = f"  scenario {scenario.name}" if scenario is not None else ""
         print(f"cellwatch sim: OPC UA {sim.endpoint}  MQTT {broker or 'off'}{name}", flush=True)
+        print(f"cellwatch sim: {sim.describe()}", flush=True)
         if duration is None:
             await stop.wait()
         else:

@@ -11,8 +11,20 @@ tested on source time rather than arrival time; an areal weight whose device clo
 (``CoatingSample.skew``) gets the sample time plus that offset, as a drifting gauge clock would
 stamp it. A value the sample marks bad is written with
 StatusCode BadSensorFailure, and a NaN (a dropout) is not written at all, so the node goes
-stale the way a disconnected sensor's does. Updates go straight to the address space
-(``write_attribute_value``), which is cheap enough for dozens of nodes at several Hz.
+stale the way a disconnected sensor's does.
+
+Around those sit the rest of the line: ``Line1/Coater/Web/RollId|Position`` (where the web is),
+``Line1/Coater/Dryer/NmpExhaust`` and ``.../ZoneN/Power``, the beta gauge's last scan per side
+as one-dimensional Double arrays (``Line1/Coater/BetaGauge/SideA|SideB/Profile|Positions|
+LaneAverage``, stamped with the scan's start), the calender's ``Line1/Calender/LaneNN/
+Thickness|Density``, and, when asked for, formation channels as many cyclers serve them,
+``Line1/Formation/CabNN/ChNN/Voltage|Current|Capacity|Temperature``. That last part is what
+makes the server big: 40 cabinets of 64 channels are 10,240 variables, each with two property
+nodes. The address space is therefore built with batched AddNodes calls rather than node by
+node, and updates go straight to the address space with ``write_attribute_value``, one call per
+node since asyncua has no batch write. What keeps a write of every formation node affordable
+with a client subscribed to all of them is ``_ScalarValue`` below, which spares asyncua a deep
+copy of each value per monitored item.
 
 The server clock (ServerStatus/CurrentTime) is advanced by the sample writes, at most once a
 second, instead of by asyncua's own clock task: that task sleeps a full second between updates
@@ -21,19 +33,36 @@ and makes every shutdown wait for it, and the simulator promises to stop within 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import logging
 import math
 import socket
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from asyncua import Node, Server, ua
+import numpy as np
+import numpy.typing as npt
+from asyncua import Server, ua
 
-from sim.coating import AREAL_WEIGHT, DRYER_ZONES, SIDES, WEB_SPEED, CoatingSample
+from sim.calender import DENSITY, THICKNESS, CalenderSample
+from sim.coating import (
+    AREAL_WEIGHT,
+    DRYER_POWER,
+    DRYER_ZONES,
+    NMP_EXHAUST,
+    SIDES,
+    WEB_SPEED,
+    CoatingSample,
+)
 from sim.error import SimError
+from sim.formation import CAPACITY, CELL_TEMPERATURE, CURRENT, VOLTAGE, FormationSample
+from sim.gauge import GaugeScan
+from sim.gauge import web_width_mm as web_width_mm_of
 from sim.nominal import Nominal
+from sim.web import ROLL_LENGTH_M
 
 __all__ = ["ENDPOINT_PATH", "NAMESPACE_URI", "CoaterServer"]
 
@@ -46,7 +75,34 @@ NAMESPACE_URI = "urn:cellwatch:sim"
 #: Where engineering unit ids come from (UNECE Recommendation 20 codes).
 _UNECE_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
 #: UNECE common codes of the units served; units without a code get UnitId -1 (none).
-_UNECE_CODES = {"m/min": "2X", "degC": "CEL", "V": "VLT", "A": "AMP", "Ah": "AMH"}
+_UNECE_CODES = {
+    "m/min": "2X",
+    "degC": "CEL",
+    "V": "VLT",
+    "A": "AMP",
+    "Ah": "AMH",
+    "mg/cm2": "H63",
+    "um": "4H",
+    "mm": "MMT",
+    "m": "MTR",
+    "kW": "KWT",
+    "g/cm3": "23",
+    "mg/m3": "GP",
+}
+#: Web position within a roll, for its unit and range (the default roll length).
+WEB_POSITION = Nominal(mean=ROLL_LENGTH_M / 2, sigma=0.0, unit="m", low=0.0, high=ROLL_LENGTH_M)
+#: Formation variables per channel: browse name and nominal, in ``write_formation`` order.
+_FORMATION_VARIABLES = (
+    ("Voltage", VOLTAGE),
+    ("Current", CURRENT),
+    ("Capacity", CAPACITY),
+    ("Temperature", CELL_TEMPERATURE),
+)
+#: AddNodes items per call while building; between calls the event loop gets a turn.
+_BATCH = 3000
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_BAD = ua.StatusCode(ua.StatusCodes.BadSensorFailure)
+_DOUBLE = ua.VariantType.Double
 
 
 def _unit_id(unit: str) -> int:
@@ -89,20 +145,75 @@ def _bind_error(host: str, port: int, exc: OSError) -> SimError:
     return SimError(exc.errno, f"OPC UA port {port} on {host} {reason}")
 
 
-class CoaterServer:
-    """An asyncua server exposing a ``lanes``-lane coater; ``port=0`` picks a free port."""
+class _ScalarValue(ua.DataValue):
+    """A DataValue that is its own deep copy.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 4840, lanes: int = 4) -> None:
+    asyncua deep-copies every written DataValue once per monitored item, to keep what it
+    compares later safe from changes to the original; with 10,240 subscribed nodes that copy
+    was three quarters of a write's cost. The values written here are built fresh for one write
+    from parts nothing changes afterwards (a float or string, datetimes, a shared Good or Bad
+    status), so a copy would equal the original and sharing it is safe. Arrays (lists) keep the
+    plain DataValue.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _ScalarValue:
+        return self
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _GaugeNodes:
+    """The array variables of one side's beta-gauge scan."""
+
+    profile: ua.NodeId
+    positions: ua.NodeId
+    lane_average: ua.NodeId
+
+
+class CoaterServer:
+    """An asyncua server exposing a ``lanes``-lane coater; ``port=0`` picks a free port.
+
+    ``formation`` = (cabinets, channels) adds that many formation channels; ``web_width_mm``
+    is the EURange of the gauge positions (by default the ``sim.gauge`` web of ``lanes``).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 4840,
+        lanes: int = 4,
+        formation: tuple[int, int] | None = None,
+        web_width_mm: float | None = None,
+    ) -> None:
         if not 0 <= port <= 65535:
             raise SimError(f"OPC UA port must be in 0..65535, got {port}")
+        if not 1 <= lanes <= 99:
+            raise SimError(f"lanes must be in 1..99, got {lanes}")
+        if formation is not None:
+            for name, value in zip(("cabinets", "channels"), formation, strict=True):
+                if not 1 <= value <= 99:
+                    raise SimError(f"formation {name} must be in 1..99, got {value}")
+        if web_width_mm is not None and not (math.isfinite(web_width_mm) and web_width_mm > 0):
+            raise SimError(f"web_width_mm must be > 0, got {web_width_mm}")
         self.host = host
         self.port = port
         self.lanes = lanes
+        self.formation = formation
+        self.web_width_mm = web_width_mm or web_width_mm_of(lanes)
         self._server: Server | None = None
         self._ns = 0
+        self._items: list[ua.AddNodesItem] = []
         self._weights: list[list[ua.NodeId]] = []
         self._speed = ua.NodeId()
         self._zones: list[ua.NodeId] = []
+        self._powers: list[ua.NodeId] = []
+        self._nmp = ua.NodeId()
+        self._roll = ua.NodeId()
+        self._position = ua.NodeId()
+        self._gauge: dict[str, _GaugeNodes] = {}
+        self._calender: list[tuple[ua.NodeId, ua.NodeId]] = []
+        self._formation: list[list[ua.NodeId]] = []
         self._clock_at = 0.0
 
     @property
@@ -124,7 +235,13 @@ class CoaterServer:
         server.set_identity_tokens([ua.AnonymousIdentityToken])
         server.disable_clock()
         self._ns = await server.register_namespace(NAMESPACE_URI)
-        await self._build(server.nodes.objects)
+        self._build()
+        items, self._items = self._items, []
+        session = server.nodes.objects.session
+        for first in range(0, len(items), _BATCH):
+            for result in await session.add_nodes(items[first : first + _BATCH]):
+                result.StatusCode.check()
+            await asyncio.sleep(0)
         try:
             await server.start()
         except OSError as exc:
@@ -138,11 +255,14 @@ class CoaterServer:
         if server is not None:
             await server.stop()
 
+    def _running(self, method: str) -> Server:
+        if self._server is None:
+            raise RuntimeError(f"CoaterServer.{method}() called before start()")
+        return self._server
+
     async def write(self, sample: CoatingSample) -> None:
         """Publish one coating sample: every variable gets the sample's source timestamp."""
-        server = self._server
-        if server is None:
-            raise RuntimeError("CoaterServer.write() called before start()")
+        server = self._running("write")
         source = datetime.fromtimestamp(sample.ts, UTC)
         server_ts = datetime.now(UTC)
         weights = sample.areal_weight.tolist()
@@ -160,9 +280,125 @@ class CoaterServer:
         await server.write_attribute_value(self._speed, _value(sample.web_speed, source, server_ts))
         for node, value in zip(self._zones, sample.dryer.tolist(), strict=True):
             await server.write_attribute_value(node, _value(value, source, server_ts))
+        if sample.dryer_power_kw is not None:
+            await self._write_doubles(
+                server, self._powers, sample.dryer_power_kw, source, server_ts
+            )
+        if not math.isnan(sample.nmp_exhaust):
+            await server.write_attribute_value(
+                self._nmp, _value(sample.nmp_exhaust, source, server_ts)
+            )
+        if sample.web is not None:
+            roll = ua.Variant(sample.web.roll_id, ua.VariantType.String)
+            await server.write_attribute_value(
+                self._roll,
+                _ScalarValue(
+                    Value=roll, StatusCode=_GOOD, SourceTimestamp=source, ServerTimestamp=server_ts
+                ),
+            )
+            await server.write_attribute_value(
+                self._position, _value(sample.web.md_m, source, server_ts)
+            )
+        await self._tick_clock(server, server_ts)
+
+    async def write_scan(self, scan: GaugeScan) -> None:
+        """Publish one beta-gauge scan as its side's arrays, stamped with the scan's start; a
+        lane without points has NaN in LaneAverage."""
+        server = self._running("write_scan")
+        nodes = self._gauge.get(scan.side)
+        if nodes is None:
+            raise ValueError(f"side must be one of {', '.join(SIDES)}, got {scan.side!r}")
+        if scan.lane_means.shape != (self.lanes,):
+            raise ValueError(
+                f"scan lane_means must have shape ({self.lanes},), "
+                f"got {tuple(scan.lane_means.shape)}"
+            )
+        source = datetime.fromtimestamp(scan.ts_start, UTC)
+        server_ts = datetime.now(UTC)
+        for node, values in (
+            (nodes.profile, scan.areal_weight),
+            (nodes.positions, scan.pos_mm),
+            (nodes.lane_average, scan.lane_means),
+        ):
+            variant = ua.Variant(values.tolist(), _DOUBLE, is_array=True)
+            await server.write_attribute_value(
+                node,
+                ua.DataValue(
+                    Value=variant,
+                    StatusCode=_GOOD,
+                    SourceTimestamp=source,
+                    ServerTimestamp=server_ts,
+                ),
+            )
+        await self._tick_clock(server, server_ts)
+
+    async def write_calender(self, sample: CalenderSample) -> None:
+        """Publish one calender sample; a NaN lane is not written (it goes stale)."""
+        server = self._running("write_calender")
+        source = datetime.fromtimestamp(sample.ts, UTC)
+        server_ts = datetime.now(UTC)
+        thickness = [t for t, _ in self._calender]
+        density = [d for _, d in self._calender]
+        await self._write_doubles(server, thickness, sample.thickness_um, source, server_ts)
+        await self._write_doubles(server, density, sample.density_g_cm3, source, server_ts)
+        await self._tick_clock(server, server_ts)
+
+    async def write_formation(self, sample: FormationSample) -> None:
+        """Publish one formation sample to every channel; a NaN is not written (the node goes
+        stale), and a channel whose clock is off (``sample.skew``) gets its own timestamp."""
+        server = self._running("write_formation")
+        if self.formation is None:
+            raise RuntimeError("write_formation() needs a CoaterServer built with formation=")
+        arrays = (sample.voltage, sample.current, sample.capacity, sample.temperature)
+        for array in arrays:
+            if array.shape != self.formation:
+                raise ValueError(
+                    f"formation sample arrays must have shape {self.formation}, "
+                    f"got {tuple(array.shape)}"
+                )
+        source = datetime.fromtimestamp(sample.ts, UTC)
+        server_ts = datetime.now(UTC)
+        stamps: list[datetime] | None = None
+        if sample.skew is not None:
+            stamps = [
+                datetime.fromtimestamp(sample.ts + offset, UTC) if offset else source
+                for offset in sample.skew.ravel().tolist()
+            ]
+        for nodes, array in zip(self._formation, arrays, strict=True):
+            await self._write_doubles(server, nodes, array, source, server_ts, stamps)
+        await self._tick_clock(server, server_ts)
+
+    @staticmethod
+    async def _write_doubles(
+        server: Server,
+        nodes: Sequence[ua.NodeId],
+        values: npt.NDArray[np.float64],
+        source: datetime,
+        server_ts: datetime,
+        stamps: Sequence[datetime] | None = None,
+    ) -> None:
+        """Write ``values`` (flattened) to ``nodes`` in order, skipping NaN; ``stamps`` gives
+        each value its own source timestamp instead of ``source``."""
+        flat = values.ravel().tolist()
+        if len(flat) != len(nodes):
+            raise ValueError(f"expected {len(nodes)} values, got {len(flat)}")
+        write = server.write_attribute_value
+        for n, (node, value) in enumerate(zip(nodes, flat, strict=True)):
+            if value != value:  # NaN: not written, the node goes stale
+                continue
+            stamp = source if stamps is None else stamps[n]
+            dv = _ScalarValue(
+                Value=ua.Variant(value, _DOUBLE),
+                StatusCode=_GOOD,
+                SourceTimestamp=stamp,
+                ServerTimestamp=server_ts,
+            )
+            await write(node, dv)
+
+    async def _tick_clock(self, server: Server, now: datetime) -> None:
         if time.monotonic() - self._clock_at >= 1.0:
             self._clock_at = time.monotonic()
-            await self._advance_clock(server, server_ts)
+            await self._advance_clock(server, now)
 
     @staticmethod
     async def _advance_clock(server: Server, now: datetime) -> None:
@@ -174,76 +410,187 @@ class CoaterServer:
         time_node = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime))
         await time_node.write_value(now, ua.VariantType.DateTime)
 
-    async def _build(self, objects: Node) -> None:
-        line = await self._object(objects, "Line1", "Line1")
-        coater = await self._object(line, "Line1.Coater", "Coater")
+    def _build(self) -> None:
+        """Queue the AddNodes items of the whole address space in ``self._items``."""
+        objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+        line = self._object(objects, "Line1", "Line1", organizes=True)
+        coater = self._object(line, "Line1.Coater", "Coater")
         self._weights = []
         for lane in range(1, self.lanes + 1):
             lane_id = f"Line1.Coater.Lane{lane:02d}"
-            lane_node = await self._object(coater, lane_id, f"Lane{lane:02d}")
+            lane_node = self._object(coater, lane_id, f"Lane{lane:02d}")
             sides = []
             for side in SIDES:
-                side_node = await self._object(lane_node, f"{lane_id}.Side{side}", f"Side{side}")
-                sides.append(
-                    await self._variable(
-                        side_node, f"{lane_id}.Side{side}.ArealWeight", "ArealWeight", AREAL_WEIGHT
-                    )
-                )
+                side_node = self._object(lane_node, f"{lane_id}.Side{side}", f"Side{side}")
+                sides.append(self._variable(side_node, "ArealWeight", AREAL_WEIGHT))
             self._weights.append(sides)
-        self._speed = await self._variable(coater, "Line1.Coater.WebSpeed", "WebSpeed", WEB_SPEED)
-        dryer = await self._object(coater, "Line1.Coater.Dryer", "Dryer")
-        self._zones = []
-        for number, nominal in enumerate(DRYER_ZONES, start=1):
-            zone_id = f"Line1.Coater.Dryer.Zone{number}"
-            zone = await self._object(dryer, zone_id, f"Zone{number}")
-            self._zones.append(
-                await self._variable(zone, f"{zone_id}.Temperature", "Temperature", nominal)
+        self._speed = self._variable(coater, "WebSpeed", WEB_SPEED)
+        dryer = self._object(coater, "Line1.Coater.Dryer", "Dryer")
+        self._zones, self._powers = [], []
+        for number, (temperature, power) in enumerate(
+            zip(DRYER_ZONES, DRYER_POWER, strict=True), start=1
+        ):
+            zone = self._object(dryer, f"Line1.Coater.Dryer.Zone{number}", f"Zone{number}")
+            self._zones.append(self._variable(zone, "Temperature", temperature))
+            self._powers.append(self._variable(zone, "Power", power))
+        self._nmp = self._variable(dryer, "NmpExhaust", NMP_EXHAUST)
+        web = self._object(coater, "Line1.Coater.Web", "Web")
+        self._roll = self._string(web, "RollId")
+        self._position = self._variable(web, "Position", WEB_POSITION)
+        gauge = self._object(coater, "Line1.Coater.BetaGauge", "BetaGauge")
+        width = self.web_width_mm
+        positions = Nominal(mean=width / 2, sigma=0.0, unit="mm", low=0.0, high=width)
+        for side in SIDES:
+            side_node = self._object(gauge, f"Line1.Coater.BetaGauge.Side{side}", f"Side{side}")
+            self._gauge[side] = _GaugeNodes(
+                profile=self._variable(side_node, "Profile", AREAL_WEIGHT, array=True),
+                positions=self._variable(side_node, "Positions", positions, array=True),
+                lane_average=self._variable(side_node, "LaneAverage", AREAL_WEIGHT, array=True),
             )
+        calender = self._object(line, "Line1.Calender", "Calender")
+        self._calender = []
+        for lane in range(1, self.lanes + 1):
+            lane_node = self._object(calender, f"Line1.Calender.Lane{lane:02d}", f"Lane{lane:02d}")
+            self._calender.append(
+                (
+                    self._variable(lane_node, "Thickness", THICKNESS),
+                    self._variable(lane_node, "Density", DENSITY),
+                )
+            )
+        self._formation = []
+        if self.formation is not None:
+            self._build_formation(line, *self.formation)
 
-    async def _object(self, parent: Node, node_id: str, name: str) -> Node:
-        return await parent.add_object(
-            ua.NodeId(node_id, self._ns), ua.QualifiedName(name, self._ns)
-        )
+    def _build_formation(self, line: ua.NodeId, cabinets: int, channels: int) -> None:
+        formation = self._object(line, "Line1.Formation", "Formation")
+        columns: list[list[ua.NodeId]] = [[] for _ in _FORMATION_VARIABLES]
+        for cab in range(1, cabinets + 1):
+            cab_node = self._object(formation, f"Line1.Formation.Cab{cab:02d}", f"Cab{cab:02d}")
+            for ch in range(1, channels + 1):
+                ch_node = self._object(
+                    cab_node, f"Line1.Formation.Cab{cab:02d}.Ch{ch:02d}", f"Ch{ch:02d}"
+                )
+                for column, (name, nominal) in zip(columns, _FORMATION_VARIABLES, strict=True):
+                    column.append(self._variable(ch_node, name, nominal))
+        self._formation = columns
 
-    async def _variable(self, parent: Node, node_id: str, name: str, nominal: Nominal) -> ua.NodeId:
-        """Add a Double variable with its unit and range; the standard property browse names
-        (EngineeringUnits, EURange) stay in namespace 0, where OPC UA Part 8 defines them."""
-        var = await parent.add_variable(
-            ua.NodeId(node_id, self._ns),
-            ua.QualifiedName(name, self._ns),
-            nominal.mean,
-            ua.VariantType.Double,
+    def _object(
+        self, parent: ua.NodeId, node_id: str, name: str, organizes: bool = False
+    ) -> ua.NodeId:
+        """Queue an object (a folder's child is Organized, an object's a component)."""
+        nodeid = ua.NodeId(node_id, self._ns)
+        attrs = ua.ObjectAttributes(
+            DisplayName=ua.LocalizedText(name),
+            Description=ua.LocalizedText(name),
+            EventNotifier=0,
+            WriteMask=0,
+            UserWriteMask=0,
         )
+        reference = ua.ObjectIds.Organizes if organizes else ua.ObjectIds.HasComponent
+        self._items.append(
+            ua.AddNodesItem(
+                ParentNodeId=parent,
+                ReferenceTypeId=ua.NodeId(reference),
+                RequestedNewNodeId=nodeid,
+                BrowseName=ua.QualifiedName(name, self._ns),
+                NodeClass=ua.NodeClass.Object,
+                NodeAttributes=attrs,
+                TypeDefinition=ua.NodeId(ua.ObjectIds.BaseObjectType),
+            )
+        )
+        return nodeid
+
+    def _variable(
+        self, parent: ua.NodeId, name: str, nominal: Nominal, array: bool = False
+    ) -> ua.NodeId:
+        """Queue a Double variable ``<parent id>.<name>`` with its unit and range, a scalar
+        starting at the nominal mean or a one-dimensional array starting empty. The standard
+        property browse names (EngineeringUnits, EURange) stay in namespace 0, where OPC UA
+        Part 8 defines them."""
+        node_id = f"{str(parent.Identifier)}.{name}"
+        if array:
+            value = ua.Variant([], _DOUBLE, is_array=True)
+            rank, dims = ua.ValueRank.OneDimension, [0]
+        else:
+            value = ua.Variant(nominal.mean, _DOUBLE)
+            rank, dims = ua.ValueRank.Scalar, None
+        nodeid = self._add_variable(parent, node_id, name, value, ua.ObjectIds.Double, rank, dims)
         units = ua.EUInformation(
             NamespaceUri=_UNECE_URI,
             UnitId=_unit_id(nominal.unit),
             DisplayName=ua.LocalizedText(nominal.unit),
             Description=ua.LocalizedText(nominal.unit),
         )
-        await var.add_property(
-            ua.NodeId(f"{node_id}.EngineeringUnits", self._ns),
-            ua.QualifiedName("EngineeringUnits", 0),
-            units,
-            ua.VariantType.ExtensionObject,
-            ua.ObjectIds.EUInformation,
+        eu_range = ua.Range(Low=nominal.low, High=nominal.high)
+        for prop, prop_value, datatype in (
+            ("EngineeringUnits", units, ua.ObjectIds.EUInformation),
+            ("EURange", eu_range, ua.ObjectIds.Range),
+        ):
+            self._add_variable(
+                nodeid,
+                f"{node_id}.{prop}",
+                prop,
+                ua.Variant(prop_value, ua.VariantType.ExtensionObject),
+                datatype,
+                property_of=True,
+            )
+        return nodeid
+
+    def _string(self, parent: ua.NodeId, name: str) -> ua.NodeId:
+        """Queue a String variable ``<parent id>.<name>``, starting empty."""
+        node_id = f"{str(parent.Identifier)}.{name}"
+        value = ua.Variant("", ua.VariantType.String)
+        return self._add_variable(parent, node_id, name, value, ua.ObjectIds.String)
+
+    def _add_variable(
+        self,
+        parent: ua.NodeId,
+        node_id: str,
+        name: str,
+        value: ua.Variant,
+        datatype: int,
+        rank: int = ua.ValueRank.Scalar,
+        dims: list[int] | None = None,
+        property_of: bool = False,
+    ) -> ua.NodeId:
+        """Queue a read-only variable; ``property_of`` makes it a property of ``parent``, with
+        its browse name in namespace 0."""
+        nodeid = ua.NodeId(node_id, self._ns)
+        attrs = ua.VariableAttributes(
+            DisplayName=ua.LocalizedText(name),
+            Description=ua.LocalizedText(name),
+            Value=value,
+            DataType=ua.NodeId(datatype),
+            ValueRank=rank,
+            ArrayDimensions=dims,
+            AccessLevel=ua.AccessLevel.CurrentRead.mask,
+            UserAccessLevel=ua.AccessLevel.CurrentRead.mask,
+            WriteMask=0,
+            UserWriteMask=0,
+            Historizing=False,
         )
-        await var.add_property(
-            ua.NodeId(f"{node_id}.EURange", self._ns),
-            ua.QualifiedName("EURange", 0),
-            ua.Range(Low=nominal.low, High=nominal.high),
-            ua.VariantType.ExtensionObject,
-            ua.ObjectIds.Range,
+        if property_of:
+            reference, typedef = ua.ObjectIds.HasProperty, ua.ObjectIds.PropertyType
+        else:
+            reference, typedef = ua.ObjectIds.HasComponent, ua.ObjectIds.BaseDataVariableType
+        self._items.append(
+            ua.AddNodesItem(
+                ParentNodeId=parent,
+                ReferenceTypeId=ua.NodeId(reference),
+                RequestedNewNodeId=nodeid,
+                BrowseName=ua.QualifiedName(name, 0 if property_of else self._ns),
+                NodeClass=ua.NodeClass.Variable,
+                NodeAttributes=attrs,
+                TypeDefinition=ua.NodeId(typedef),
+            )
         )
-        return var.nodeid
+        return nodeid
 
 
-def _value(
-    value: float, source: datetime, server_ts: datetime, bad: bool = False
-) -> ua.DataValue:
-    status = ua.StatusCodes.BadSensorFailure if bad else ua.StatusCodes.Good
-    return ua.DataValue(
-        Value=ua.Variant(float(value), ua.VariantType.Double),
-        StatusCode=ua.StatusCode(status),
+def _value(value: float, source: datetime, server_ts: datetime, bad: bool = False) -> ua.DataValue:
+    return _ScalarValue(
+        Value=ua.Variant(float(value), _DOUBLE),
+        StatusCode=_BAD if bad else _GOOD,
         SourceTimestamp=source,
         ServerTimestamp=server_ts,
     )

@@ -12,7 +12,19 @@ import sim
 
 MODULES = sorted(m.name for m in pkgutil.iter_modules(sim.__path__, "sim."))
 #: Modules whose docstrings must keep their examples (a lost example is a lost check).
-WITH_EXAMPLES = {"sim.fault", "sim.mqtt_publisher", "sim.scenario", "sim.web"}
+WITH_EXAMPLES = {
+    "sim.calender",
+    "sim.coating",
+    "sim.energy",
+    "sim.fault",
+    "sim.gauge",
+    "sim.genealogy",
+    "sim.grading",
+    "sim.mqtt_publisher",
+    "sim.scenario",
+    "sim.sparkplug",
+    "sim.web",
+}
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,5 @@
-"""The numeric models on injected times: reproducibility, noise levels, fault and CC-CV shape."""
+"""The numeric models on injected times: reproducibility, noise levels, fault and the shape of
+the formation protocol (CC, CV, rest, discharge)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ import pytest
 
 from sim.coating import AREAL_WEIGHT, DRYER_ZONES, WEB_SPEED, CoatingModel
 from sim.fault import FaultSpec
-from sim.formation import CC_AMPS, CC_S, CELL_TEMPERATURE, CYCLE_S, FormationModel
+from sim.formation import (
+    CC_AMPS,
+    CELL_TEMPERATURE,
+    CV_CUTOFF_AMPS,
+    CYCLE_S,
+    DISCHARGE_AMPS,
+    SLOT_H,
+    V_CUTOFF,
+    V_END,
+    V_START,
+    FormationModel,
+)
 
 T0 = 1_700_000_000.0
 
@@ -101,31 +113,66 @@ def test_coating_model_rejects_a_fault_on_a_missing_lane() -> None:
         CoatingModel(lanes=4, fault=FaultSpec(lane=5))
 
 
-def test_formation_follows_a_cc_cv_cycle() -> None:
+def _steps(current: np.ndarray) -> list[str]:
+    """Run-length step names read from the current alone."""
+    names = np.select(
+        [current == CC_AMPS, current > 0, current == -DISCHARGE_AMPS, current == 0],
+        ["CC", "CV", "DIS", "REST"],
+        "?",
+    )
+    return [str(x) for k, x in enumerate(names) if k == 0 or x != names[k - 1]]
+
+
+def test_formation_follows_the_cc_cv_rest_discharge_protocol() -> None:
     model = FormationModel(seed=1, cabinets=1, channels=1, start_ts=T0)
-    tau = np.arange(0.0, CYCLE_S, 0.25)
+    result = model.result(0)  # one channel: cell 0 has the first slot
+    tau = np.arange(0.0, CYCLE_S, 0.01)
     ideal = [model.ideal(T0 + t) for t in tau]
     v = np.array([x[0].item() for x in ideal])
     i = np.array([x[1].item() for x in ideal])
     q = np.array([x[2].item() for x in ideal])
-    cc = tau < CC_S
-    assert v[0] == pytest.approx(3.0) and np.all(np.diff(v[cc]) > 0)
-    assert v[cc][-1] < 4.2 and np.all(v[~cc] == pytest.approx(4.2))
-    assert np.all(i[cc] == CC_AMPS)
-    assert np.all(np.diff(i[~cc]) < 0) and i[-1] < 0.05 * CC_AMPS
-    assert q[0] == 0.0 and np.all(np.diff(q) > 0)
-    # Capacity is the integral of the current (trapezoid over the sampled cycle).
-    ah_per_amp_s = q[cc][-1] / (CC_AMPS * tau[cc][-1])
-    integral = np.concatenate([[0.0], np.cumsum((i[1:] + i[:-1]) / 2 * np.diff(tau))])
-    assert np.allclose(q, integral * ah_per_amp_s, rtol=1e-3, atol=1e-3)
-    # ... and the next cycle starts from empty again.
-    assert model.ideal(T0 + CYCLE_S)[2].item() == pytest.approx(0.0)
+    assert _steps(i) == ["CC", "CV", "REST", "DIS", "REST"]
+    cc, cv, dis = i == CC_AMPS, (i > 0) & (i < CC_AMPS), i < 0
+    rest = (i == 0) & (tau < tau[dis][0])
+    idle = (i == 0) & (tau > tau[dis][-1])
+    # CC: the voltage climbs from the start value to just under the upper cut-off.
+    assert v[0] == pytest.approx(V_START) and np.all(np.diff(v[cc]) > 0)
+    assert v[cc][-1] < V_END and v[cc][-1] > V_END - 0.01
+    # CV: held at the upper cut-off while the current decays to the cut-off current.
+    assert np.all(v[cv] == V_END) and np.all(np.diff(i[cv]) < 0)
+    assert CV_CUTOFF_AMPS <= i[cv][-1] < 1.01 * CV_CUTOFF_AMPS
+    # Rest: the voltage relaxes below the upper cut-off.
+    assert np.all(v[rest] < V_END) and np.all(np.diff(v[rest]) < 0)
+    # Discharge: the voltage falls to the lower cut-off, where the step ends at end_ts.
+    assert np.all(np.diff(v[dis]) < 0) and V_CUTOFF <= v[dis][-1] < V_CUTOFF + 0.01
+    assert abs(T0 + tau[dis][-1] - result.end_ts) <= 0.01
+    # Idle after the cut-off: no current, the voltage rebounds.
+    assert np.all(np.diff(v[idle]) > 0) and np.all(v[idle] > V_CUTOFF)
+    # Capacity is the throughput of the step: rising through the CCCV charge, 0 at rest,
+    # rising through the discharge, 0 again when idle.
+    charge = cc | cv
+    assert q[0] == 0.0 and np.all(np.diff(q[charge]) > 0)
+    assert np.all(q[rest] == 0.0) and np.all(np.diff(q[dis]) > 0) and np.all(q[idle] == 0.0)
+    assert q[charge][-1] == pytest.approx(result.charge_ah, rel=1e-3)
+    assert q[dis][-1] == pytest.approx(result.discharge_ah, rel=1e-3)
+    # ... and it is the integral of the current (trapezoid over the sampled charge).
+    ah_per_amp_s = SLOT_H / CYCLE_S  # process hours per wall second, at speed 1
+    integral = np.concatenate([[0.0], np.cumsum((i[charge][1:] + i[charge][:-1]) / 2 * 0.01)])
+    assert np.allclose(q[charge], integral * ah_per_amp_s, rtol=1e-3, atol=1e-3)
+    # The next cell starts empty at the start of the next slot.
+    v1, i1, q1 = (x.item() for x in model.ideal(T0 + CYCLE_S))
+    assert v1 == pytest.approx(V_START) and i1 == CC_AMPS and q1 == 0.0
 
 
 def test_formation_channels_are_out_of_phase_and_temperature_is_stationary() -> None:
     model = FormationModel(seed=2, cabinets=2, channels=4, start_ts=T0)
-    _, _, q = model.ideal(T0 + 30.0)
-    assert len(np.unique(np.round(q, 6))) == 8  # every channel at another point of its cycle
+    starts = sorted(model.slot(n).start_ts for n in range(8))
+    assert np.allclose(np.diff(starts), CYCLE_S / 8)  # one channel starts a cell every 15 s
+    assert {(model.slot(n).cabinet, model.slot(n).channel) for n in range(8)} == {
+        (c, h) for c in (1, 2) for h in range(1, 5)
+    }
+    v, _, _ = model.ideal(T0 + 30.0)
+    assert len(np.unique(np.round(v, 6))) == 8  # every channel at another point of its cycle
     temps = np.array([model.sample(T0 + k * 0.5).temperature for k in range(500)])
     assert temps.shape == (500, 2, 4)
     se = CELL_TEMPERATURE.sigma / math.sqrt(temps.size)

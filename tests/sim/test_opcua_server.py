@@ -11,12 +11,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 from asyncua import Client, Node, ua
 
 from models.configfile import parse_plant
 from sim import FaultSpec, SimError, Simulator
-from sim.coating import AREAL_WEIGHT
+from sim.calender import CalenderModel
+from sim.coating import AREAL_WEIGHT, CoatingModel
+from sim.formation import VOLTAGE, FormationSample
+from sim.gauge import BetaGauge
+from sim.opcua_server import CoaterServer
+from sim.web import WebModel
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +170,8 @@ async def test_fault_shifts_lane03_a_by_one_and_a_half_sigma(tmp_path: Path) -> 
     assert all(abs(g - round(g)) < 0.01 for g in grid)
     assert truth == [
         {
+            "event": "start",
+            "fault": 0,
             "kind": "mean_shift",
             "tags": [
                 {
@@ -182,8 +191,10 @@ async def test_fault_shifts_lane03_a_by_one_and_a_half_sigma(tmp_path: Path) -> 
             },
         }
     ]
-    lines = truth_path.read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0]) == truth[0]
+    # The file holds the start record, then the end record written at stop (fault still open).
+    lines = [json.loads(line) for line in truth_path.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0] == truth[0]
+    assert (lines[1]["event"], lines[1]["fault"], lines[1]["open"]) == ("end", 0, True)
 
 
 async def test_taken_port_is_a_one_line_error() -> None:
@@ -198,3 +209,209 @@ async def test_taken_port_is_a_one_line_error() -> None:
     assert isinstance(err.value, OSError)
     assert "\n" not in message
     assert str(port) in message and "in use" in message
+
+
+# --- The extended address space: web, NMP, dryer power, beta gauge, calender, formation. ---
+
+T0 = 1_700_000_000.0
+#: UNECE common codes the new units must carry (Rec. 20: H63 mg/cm2, 4H micrometre, MMT mm,
+#: MTR metre, KWT kilowatt, 23 g/cm3, GP mg/m3), packed into an Int32 as OPC UA Part 8 says.
+UNECE = {
+    "mg/cm2": "H63",
+    "um": "4H",
+    "mm": "MMT",
+    "m": "MTR",
+    "kW": "KWT",
+    "g/cm3": "23",
+    "mg/m3": "GP",
+    "V": "VLT",
+    "A": "AMP",
+    "Ah": "AMH",
+    "degC": "CEL",
+}
+
+
+def _unit_id(code: str) -> int:
+    return int.from_bytes(code.encode("ascii"), "big")
+
+
+def _epoch(dv: ua.DataValue) -> float:
+    assert dv.SourceTimestamp is not None
+    return dv.SourceTimestamp.replace(tzinfo=UTC).timestamp()
+
+
+async def _check_analog(node: Node, unit: str, value: float | None = None) -> ua.DataValue:
+    """Double, with the unit's UNECE id and a range holding ``value``; returns the DataValue."""
+    assert await node.read_data_type() == ua.NodeId(ua.ObjectIds.Double)
+    eu = await (await node.get_child("0:EngineeringUnits")).read_value()
+    assert eu.DisplayName.Text == unit
+    assert eu.UnitId == _unit_id(UNECE[unit]), unit
+    eu_range = await (await node.get_child("0:EURange")).read_value()
+    dv = await node.read_data_value()
+    assert dv.StatusCode.is_good()
+    if value is not None:
+        assert eu_range.Low <= value <= eu_range.High
+    return dv
+
+
+async def test_extended_address_space_serves_every_new_signal() -> None:
+    lanes, cabinets, channels = 3, 2, 3
+    coater = CoatingModel(seed=1, lanes=lanes, start_ts=T0)
+    gauge = BetaGauge(lanes=lanes, seed=1, points_per_lane=5)
+    calender = CalenderModel(lanes=lanes, seed=1)
+    server = CoaterServer("127.0.0.1", 0, lanes=lanes, formation=(cabinets, channels))
+    await server.start()
+    try:
+        sample = coater.sample(T0 + 90.0)
+        await server.write(sample)
+        assert sample.web is not None
+        scan_a = gauge.scan(T0 + 91.0, "A", sample.areal_weight[:, 0], sample.web)
+        scan_b = gauge.scan(T0 + 92.0, "B", np.array([20.0, np.nan, 20.2]), sample.web)
+        await server.write_scan(scan_a)
+        await server.write_scan(scan_b)
+        cal = calender.sample(T0 + 93.0, sample.areal_weight)
+        await server.write_calender(cal)
+        shape = (cabinets, channels)
+        voltage = np.full(shape, 3.71)
+        voltage[1, 2] = np.nan  # a dropout: not written
+        skew = np.zeros(shape)
+        skew[0, 1] = 2.5
+        formation = FormationSample(
+            T0 + 94.0,
+            voltage,
+            np.full(shape, 2.0),
+            np.arange(6.0).reshape(shape),
+            np.full(shape, 25.5),
+            skew=skew,
+        )
+        await server.write_formation(formation)
+        async with Client(server.endpoint, timeout=5) as client:
+            ns = await client.get_namespace_index(NS_URI)
+
+            async def at(path: str) -> Node:
+                node = await _node(client, ns, path)
+                assert node.nodeid == ua.NodeId(path.replace("/", "."), ns), path
+                return node
+
+            # Web position: a String roll id and the MD metre, at the sample time.
+            roll = await (await at("Line1/Coater/Web/RollId")).read_data_value()
+            assert roll.Value.VariantType == ua.VariantType.String
+            assert roll.Value.Value == sample.web.roll_id == "R00001"
+            position = await at("Line1/Coater/Web/Position")
+            dv = await _check_analog(position, "m", sample.web.md_m)
+            assert dv.Value.Value == sample.web.md_m == pytest.approx(90.0)
+            assert _epoch(dv) == pytest.approx(sample.ts, abs=1e-3)
+            # NMP exhaust and the power of every zone.
+            nmp = await _check_analog(await at("Line1/Coater/Dryer/NmpExhaust"), "mg/m3")
+            assert nmp.Value.Value == sample.nmp_exhaust
+            assert sample.dryer_power_kw is not None
+            for zone, power in enumerate(sample.dryer_power_kw.tolist(), start=1):
+                node = await at(f"Line1/Coater/Dryer/Zone{zone}/Power")
+                dv = await _check_analog(node, "kW", power)
+                assert dv.Value.Value == power
+                assert _epoch(dv) == pytest.approx(sample.ts, abs=1e-3)
+            # Beta gauge scans: one-dimensional Double arrays stamped with the scan start.
+            for side, scan in (("A", scan_a), ("B", scan_b)):
+                base = f"Line1/Coater/BetaGauge/Side{side}"
+                for name, unit, expected in (
+                    ("Profile", "mg/cm2", scan.areal_weight),
+                    ("Positions", "mm", scan.pos_mm),
+                    ("LaneAverage", "mg/cm2", scan.lane_means),
+                ):
+                    node = await at(f"{base}/{name}")
+                    assert await node.read_value_rank() == ua.ValueRank.OneDimension
+                    assert await node.read_array_dimensions() == [0]
+                    dv = await _check_analog(node, unit)
+                    assert dv.Value.VariantType == ua.VariantType.Double
+                    assert dv.Value.is_array
+                    assert np.array_equal(np.array(dv.Value.Value), expected, equal_nan=True)
+                    assert _epoch(dv) == pytest.approx(scan.ts_start, abs=1e-3)
+            positions = await (await at("Line1/Coater/BetaGauge/SideA/Positions")).get_child(
+                "0:EURange"
+            )
+            eu_range = await positions.read_value()
+            assert (eu_range.Low, eu_range.High) == (0.0, gauge.width_mm)
+            assert len(scan_b.pos_mm) == 10  # lane 2 had no mean, so no points
+            # Calender lanes.
+            for lane in range(1, lanes + 1):
+                for name, unit, values in (
+                    ("Thickness", "um", cal.thickness_um),
+                    ("Density", "g/cm3", cal.density_g_cm3),
+                ):
+                    node = await at(f"Line1/Calender/Lane{lane:02d}/{name}")
+                    dv = await _check_analog(node, unit, float(values[lane - 1]))
+                    assert dv.Value.Value == values[lane - 1]
+                    assert _epoch(dv) == pytest.approx(cal.ts, abs=1e-3)
+            # Formation channels: values, a per-channel clock skew, a stale dropout.
+            arrays = {
+                "Voltage": ("V", formation.voltage),
+                "Current": ("A", formation.current),
+                "Capacity": ("Ah", formation.capacity),
+                "Temperature": ("degC", formation.temperature),
+            }
+            for cab in range(1, cabinets + 1):
+                for ch in range(1, channels + 1):
+                    for name, (unit, values) in arrays.items():
+                        path = f"Line1/Formation/Cab{cab:02d}/Ch{ch:02d}/{name}"
+                        dv = await _check_analog(await at(path), unit)
+                        value = values[cab - 1, ch - 1]
+                        if np.isnan(value):  # never written: still the initial value, stale
+                            assert dv.Value.Value == VOLTAGE.mean
+                            assert abs(_epoch(dv) - formation.ts) > 1.0
+                            continue
+                        assert dv.Value.Value == value
+                        expected_ts = formation.ts + skew[cab - 1, ch - 1]
+                        assert _epoch(dv) == pytest.approx(expected_ts, abs=1e-3), path
+    finally:
+        await server.stop()
+
+
+async def test_formation_nodes_deliver_every_write_to_a_subscriber() -> None:
+    shape = (2, 2)
+    server = CoaterServer("127.0.0.1", 0, lanes=1, formation=shape)
+    await server.start()
+    try:
+        async with Client(server.endpoint, timeout=5) as client:
+            ns = await client.get_namespace_index(NS_URI)
+            names = {}
+            for cab in (1, 2):
+                for ch in (1, 2):
+                    path = f"Line1/Formation/Cab{cab:02d}/Ch{ch:02d}/Voltage"
+                    names[(await _node(client, ns, path)).nodeid] = f"{cab}-{ch}"
+            handler = _Collector(names)
+            sub = await client.create_subscription(20, handler)
+            await sub.subscribe_data_change([client.get_node(n) for n in names], queuesize=10)
+            times = [T0 + k for k in range(3)]
+            for k, ts in enumerate(times):
+                volts = 3.0 + k + np.arange(4.0).reshape(shape) / 10
+                same = np.zeros(shape)
+                await server.write_formation(FormationSample(ts, volts, same, same, same))
+
+            def complete() -> bool:  # the initial value arrives too, stamped "now"
+                return all(set(times) <= set(handler.samples[n]) for n in names.values())
+
+            await eventually(complete, timeout=5.0, what="three writes on every voltage node")
+            await sub.delete()
+    finally:
+        await server.stop()
+    for cab in (1, 2):
+        for ch in (1, 2):
+            got = handler.samples[f"{cab}-{ch}"]
+            for k, ts in enumerate(times):
+                assert got[ts] == pytest.approx(3.0 + k + ((cab - 1) * 2 + ch - 1) / 10)
+
+
+async def test_server_refuses_misuse_with_clear_errors() -> None:
+    with pytest.raises(SimError, match="formation channels must be in 1..99, got 100"):
+        CoaterServer("127.0.0.1", 0, lanes=2, formation=(2, 100))
+    server = CoaterServer("127.0.0.1", 0, lanes=2)
+    await server.start()
+    try:
+        with pytest.raises(RuntimeError, match="formation="):
+            zeros = np.zeros((1, 1))
+            await server.write_formation(FormationSample(T0, zeros, zeros, zeros, zeros))
+        scan = BetaGauge(lanes=3, seed=1).scan(T0, "A", np.full(3, 20.0), WebModel().position(0))
+        with pytest.raises(ValueError, match=r"lane_means must have shape \(2,\), got \(3,\)"):
+            await server.write_scan(scan)
+    finally:
+        await server.stop()

@@ -70,11 +70,19 @@ def test_sim_runs_a_scenario_and_writes_the_truth(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
     assert "Traceback" not in stderr
-    stuck, lot = (json.loads(line) for line in truth.read_text().splitlines())
+    records = [json.loads(line) for line in truth.read_text().splitlines()]
+    starts = [r for r in records if r["event"] == "start"]
+    ends = {r["fault"]: r for r in records if r["event"] == "end"}
+    stuck, lot = starts
     assert stuck["kind"] == "stuck" and stuck["tags"][0]["equipment"] == "lane02_B"
     assert lot["kind"] == "lot_effect" and len(lot["tags"]) == 8
     assert lot["start_ts"] - stuck["start_ts"] == pytest.approx(0.2)
     assert lot["parameters"] == {"shift_pct": -2.0, "unit": "Ah"}
+    # Both faults were still active at the stop: each gets an open end record with its cells.
+    assert len(records) == 4 and set(ends) == {stuck["fault"], lot["fault"]}
+    assert ends[stuck["fault"]]["open"] and ends[stuck["fault"]]["affects"] == "data"
+    assert ends[lot["fault"]]["affects"] == "product" and ends[lot["fault"]]["cells"]
+    assert ends[lot["fault"]]["end_ts"] > lot["start_ts"]
 
 
 def test_a_bad_scenario_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
