@@ -6,7 +6,11 @@ power, which is a noisy instantaneous reading, and it counts energy in a registe
 device. The register integrates the true power (trapezoid rule over the injected sample
 times), not the noisy readings, so it is exact up to the discretisation and reading noise never
 accumulates in it, as with a real meter whose register counts every cycle of the mains.
-Registers only ever rise.
+Power is signed: a regenerative formation cabinet that discharges its cells into the plant
+network exports energy. Like a four-quadrant meter, each meter keeps an import register
+(``energy_kwh``) and an export register (``export_kwh``), and an interval whose power changes
+sign is split at the zero crossing of the linear interpolation, so both stay exact. Registers
+only ever rise.
 
 The caller supplies the true power of every meter at each time; this module adds the reading
 noise (Gaussian, ``noise_pct`` percent of the true power) from its own seeded stream, so it is a
@@ -14,8 +18,8 @@ pure function of the injected times, powers and seed and leaves the coating and 
 models' draws untouched. A NaN true power means the meter is not measuring (switched off or
 its input lost): its reading is NaN and its register holds over every interval with a NaN at
 either end, since an unknown power cannot be integrated. Such intervals are counted in
-``held``. Negative or infinite power and times that do not increase are caller errors: they
-raise ``ValueError``, are counted in ``rejected`` and leave the meters unchanged.
+``held``. Infinite power and times that do not increase are caller errors: they raise
+``ValueError``, are counted in ``rejected`` and leave the meters unchanged.
 
 >>> meters = EnergyMeters(dryer_meter_names(2), seed=1, noise_pct=0.0)
 >>> meters.update(0.0, [30.0, 60.0]).energy_kwh.tolist()
@@ -23,6 +27,8 @@ raise ``ValueError``, are counted in ``rejected`` and leave the meters unchanged
 >>> reading = meters.update(3600.0, [30.0, 60.0])
 >>> reading.energy_kwh.tolist(), reading.total_kwh
 ([30.0, 60.0], 90.0)
+>>> meters.update(7200.0, [-30.0, 60.0]).export_kwh.tolist()  # 30 -> -30 kW: half each way
+[7.5, 0.0]
 >>> cabinet_meter_names(2)
 ('cab01', 'cab02')
 """
@@ -74,18 +80,20 @@ def cabinet_meter_names(cabinets: int) -> tuple[str, ...]:
 class MeterReading:
     """What every meter shows at epoch time ``ts``, in the order of ``names``.
 
-    ``power_kw`` is the noisy instantaneous reading (NaN for a meter not measuring);
-    ``energy_kwh`` the registers. Both arrays are read-only copies.
+    ``power_kw`` is the noisy instantaneous reading (NaN for a meter not measuring, negative
+    while exporting); ``energy_kwh`` the import registers and ``export_kwh`` the export
+    registers. All arrays are read-only copies.
     """
 
     ts: float
     names: tuple[str, ...]
     power_kw: npt.NDArray[np.float64]
     energy_kwh: npt.NDArray[np.float64]
+    export_kwh: npt.NDArray[np.float64]
 
     @property
     def total_kwh(self) -> float:
-        """Sum of the registers."""
+        """Sum of the import registers."""
         return float(self.energy_kwh.sum())
 
 
@@ -133,6 +141,7 @@ class EnergyMeters:
         )
         self._rng = np.random.default_rng(stream)
         self._energy = registers
+        self._export = np.zeros(len(names))
         self._last_ts: float | None = None
         self._last_power: npt.NDArray[np.float64] | None = None
         self.rejected = 0
@@ -152,13 +161,17 @@ class EnergyMeters:
         measured = power * (1.0 + noise * (self.noise_pct / 100.0))
         if self._last_ts is not None and self._last_power is not None:
             dt_h = (ts - self._last_ts) / 3600.0
-            step = 0.5 * (self._last_power + power) * dt_h
-            unknown = np.isnan(step)
+            imported = _positive_area(self._last_power, power) * dt_h
+            exported = _positive_area(-self._last_power, -power) * dt_h
+            unknown = np.isnan(imported)
             self.held += unknown
-            self._energy = self._energy + np.where(unknown, 0.0, step)
+            self._energy = self._energy + np.where(unknown, 0.0, imported)
+            self._export = self._export + np.where(unknown, 0.0, exported)
         self._last_ts = ts
         self._last_power = power.copy()
-        return MeterReading(ts, self.names, _frozen(measured), _frozen(self._energy))
+        return MeterReading(
+            ts, self.names, _frozen(measured), _frozen(self._energy), _frozen(self._export)
+        )
 
     def _check(self, ts: float, power: npt.NDArray[np.float64]) -> None:
         if not math.isfinite(ts):
@@ -175,13 +188,28 @@ class EnergyMeters:
         bad = [
             f"{name}={p}"
             for name, p in zip(self.names, power.tolist(), strict=True)
-            if not math.isnan(p) and not (math.isfinite(p) and p >= 0.0)
+            if not math.isnan(p) and not math.isfinite(p)
         ]
         if bad:
             raise ValueError(
-                "true_power_kw must be >= 0 and finite (NaN for not measuring), got "
-                + ", ".join(bad)
+                "true_power_kw must be finite (NaN for not measuring), got " + ", ".join(bad)
             )
+
+
+def _positive_area(
+    a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Integral over a unit interval of max(p, 0) for p linear from ``a`` to ``b``.
+
+    With a sign change the positive part is the triangle up to the zero crossing,
+    max(a, 0)^2 + max(b, 0)^2 over 2|a - b|; NaN stays NaN.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mixed = (np.maximum(a, 0.0) ** 2 + np.maximum(b, 0.0) ** 2) / (2.0 * np.abs(a - b))
+    both_up = (a >= 0.0) & (b >= 0.0)
+    both_down = (a <= 0.0) & (b <= 0.0)
+    out = np.where(both_up, 0.5 * (a + b), np.where(both_down, 0.0, mixed))
+    return np.where(np.isnan(a) | np.isnan(b), np.nan, out)
 
 
 def _frozen(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -366,12 +366,16 @@ class Simulator:
                 ts = base_ts
             try:
                 await self._tick(ts)
-                if ts + 1e-9 >= next_flush:
-                    self._second(ts)
-                    next_flush = max(next_flush + BATCH_S, ts)
             except Exception:
                 self._errors += 1
                 log.exception("simulator tick at %.3f failed", ts)
+            if ts + 1e-9 >= next_flush:
+                next_flush = max(next_flush + BATCH_S, ts)
+                try:
+                    self._second(ts)
+                except Exception:
+                    self._errors += 1
+                    log.exception("simulator once-a-second work at %.3f failed", ts)
             k += 1
 
     async def _tick(self, ts: float) -> None:
@@ -444,19 +448,26 @@ class Simulator:
         cabs = self._cab_meters.update(process_ts, self._formation.cabinet_power_kw(ts))
         if self._spb is not None:
             for reading in (dryer, cabs):
-                for name, kw, kwh in zip(
+                rows = zip(
                     reading.names,
                     reading.power_kw.tolist(),
                     reading.energy_kwh.tolist(),
+                    reading.export_kwh.tolist(),
                     strict=True,
-                ):
-                    self._spb.publish(name, {"power_kw": kw, "energy_kwh": kwh}, ts)
+                )
+                for name, kw, kwh, export in rows:
+                    values = {"power_kw": kw, "energy_kwh": kwh, "export_kwh": export}
+                    self._spb.publish(name, values, ts)
 
 
 def _meter_metrics() -> tuple[Any, ...]:
     from sim.sparkplug import MetricSpec
 
-    return (MetricSpec("power_kw", "kW"), MetricSpec("energy_kwh", "kWh"))
+    return (
+        MetricSpec("power_kw", "kW"),
+        MetricSpec("energy_kwh", "kWh"),
+        MetricSpec("export_kwh", "kWh"),
+    )
 
 
 def _sparkplug_publisher() -> type[SparkplugPublisher]:
