@@ -41,7 +41,7 @@ and the seed, with no clock and no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -192,8 +192,9 @@ class CellResult:
     of the discharge, ``fce = discharge_ah / charge_ah``, ``energy_recovered_wh`` the
     discharge energy fed back by the regenerative cabinet (``ETA_REC`` of it). ``dcir_mohm``
     is the resistance from the voltage step when the charge current stops, ``formation_h``
-    the protocol's length in process hours. ``params`` and ``lot_scale`` (the capacity factor
-    of a lot effect, 1.0 without one) are ground truth for grading and evaluation."""
+    the protocol's length in process hours. ``params``, ``lot_scale`` (the capacity factor
+    of a lot effect, 1.0 without one) and ``loading_scale`` (the capacity factor of the
+    electrode's coat weight, ``sim.loading``) are ground truth for grading and evaluation."""
 
     n: int
     cell_id: str
@@ -211,6 +212,7 @@ class CellResult:
     formation_h: float
     params: CellParams
     lot_scale: float = 1.0
+    loading_scale: float = 1.0
 
 
 def _cc_shape(u: Any) -> Any:
@@ -315,6 +317,8 @@ class FormationModel:
 
     ``start_ts`` is the epoch time at which channel (1, 1) starts a cell; ``speed`` runs the
     slots that many times faster; the formation ones of ``faults`` are injected.
+    ``capacity_scale`` (cell index -> factor) scales each cell's capacity and energies for
+    what happened upstream, the coat weight of its electrode (``sim.loading``).
     """
 
     def __init__(
@@ -325,6 +329,7 @@ class FormationModel:
         start_ts: float = 0.0,
         faults: Sequence[Fault] = (),
         speed: float = 1.0,
+        capacity_scale: Callable[[int], float] | None = None,
     ) -> None:
         if not 1 <= cabinets <= 99:
             raise ValueError(f"cabinets must be in 1..99, got {cabinets}")
@@ -343,6 +348,7 @@ class FormationModel:
         self.channels = channels
         self.start_ts = start_ts
         self.speed = speed
+        self._capacity_scale = capacity_scale
         self._rng = np.random.default_rng(seed)
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         self._entropy = ss.entropy
@@ -454,10 +460,12 @@ class FormationModel:
         params, proto = self._cell(n)
         q_c, _, e_c = proto.charge(0.0, math.inf)
         q_d, _, e_d = proto.discharge(0.0, math.inf)
-        scale = 1.0
+        lot = 1.0
         for (w0, w1), factor in self._lots:
             if slot.start_ts < w1 and slot.end_ts > w0:
-                scale *= factor
+                lot *= factor
+        loading = 1.0 if self._capacity_scale is None else self._capacity_scale(n)
+        scale = lot * loading
         q_c, e_c, q_d, e_d = q_c * scale, e_c * scale, q_d * scale, e_d * scale
         hours_per_wall = SLOT_H / CYCLE_S * self.speed
         for (w0, w1), param, m in self._offsets.get((slot.cabinet, slot.channel), ()):
@@ -490,7 +498,8 @@ class FormationModel:
             dcir_mohm=params.dcir_mohm,
             formation_h=proto.t_end,
             params=params,
-            lot_scale=scale,
+            lot_scale=lot,
+            loading_scale=loading,
         )
 
     def completed(self, ts: float) -> list[CellResult]:

@@ -16,8 +16,9 @@ charge) around ``OCV_STORAGE_V``, with a set-point spread; K is lognormal around
 ``K_MEDIAN_MV_PER_DAY``, and a few per mille of cells (``MICRO_SHORT_RATE``) carry a micro-short
 that adds a much larger K, so K_HIGH rejects occur without any scripted fault. OCV readings carry
 the meter's noise and K is computed from them, as the plant does. The grading capacity is the
-cell's true discharge capacity (lot effect included) with the test's repeatability; the
-formation cycler's calibration errors do not reach it, because grading runs on another machine.
+cell's true discharge capacity (lot effect and electrode loading included) with the test's
+repeatability; the formation cycler's calibration errors do not reach it, because grading runs
+on another machine.
 ACIR is a fixed fraction of the cell's DC resistance plus meter noise. The FCE criterion uses
 the formation result's FCE.
 
@@ -223,7 +224,7 @@ class GradingModel:
         rng = np.random.default_rng(np.random.SeedSequence(self._entropy, spawn_key=key))
         z = rng.standard_normal(7)
         short = bool(rng.random() < MICRO_SHORT_RATE)
-        capacity = result.params.capacity_ah * result.lot_scale
+        capacity = result.params.capacity_ah * result.lot_scale * result.loading_scale
         soc = STORAGE_SOC * CELL_AH / capacity
         soc_mean = STORAGE_SOC * CELL_AH / CAPACITY_MEAN_AH
         ocv1 = OCV_STORAGE_V + OCV_PER_SOC * (soc - soc_mean) + OCV_SET_SIGMA_V * z[0]

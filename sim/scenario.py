@@ -267,12 +267,14 @@ def parse_scenario(text: str, name: str = "<scenario>") -> Scenario:
             loc: _Loc = ("faults", i, "target", "lane")
             msg = f"must be at most plant.lanes ({size.lanes}), got {t.lane}"
         elif isinstance(t, FormationTarget) and t.cabinet > size.cabinets:
-            loc, msg = ("faults", i, "target", "cabinet"), (
-                f"must be at most plant.cabinets ({size.cabinets}), got {t.cabinet}"
+            loc, msg = (
+                ("faults", i, "target", "cabinet"),
+                (f"must be at most plant.cabinets ({size.cabinets}), got {t.cabinet}"),
             )
         elif isinstance(t, FormationTarget) and t.channel > size.channels:
-            loc, msg = ("faults", i, "target", "channel"), (
-                f"must be at most plant.channels ({size.channels}), got {t.channel}"
+            loc, msg = (
+                ("faults", i, "target", "channel"),
+                (f"must be at most plant.channels ({size.channels}), got {t.channel}"),
             )
         else:
             continue

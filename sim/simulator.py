@@ -57,6 +57,7 @@ from sim.formation import (
 from sim.gauge import BetaGauge, scan_payload
 from sim.genealogy import Genealogy
 from sim.grading import GradingModel, GradingResult, grading_payload
+from sim.loading import ElectrodeLoading
 from sim.mqtt_publisher import FormationPublisher, parse_broker_url
 from sim.nominal import Nominal
 from sim.opcua_server import CoaterServer
@@ -286,6 +287,7 @@ class Simulator:
             self._coating = CoatingModel(
                 streams["coating"], self.lanes, None, start, faults=self.faults, web=web
             )
+            self._genealogy = Genealogy(web, self.lanes)
             self._formation = FormationModel(
                 streams["formation"],
                 self.cabinets,
@@ -293,11 +295,11 @@ class Simulator:
                 start,
                 faults=self.faults,
                 speed=self.speed,
+                capacity_scale=ElectrodeLoading(self.faults, self._genealogy).scale,
             )
             self._calender = CalenderModel(self.lanes, streams["calender"])
             self._gauge = BetaGauge(self.lanes, streams["gauge"])
             self._grading = GradingModel(streams["grading"], speed=self.speed)
-            self._genealogy = Genealogy(web, self.lanes)
             dryer_names = dryer_meter_names(len(DRYER_ZONES))
             cab_names = cabinet_meter_names(self.cabinets)
             self._dryer_meters = EnergyMeters(dryer_names, streams["dryer_meters"])
