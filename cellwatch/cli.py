@@ -126,15 +126,14 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import importlib.util
+    """Run ``benchmarks/bench_NAME.py`` as its own process: benchmarks start worker processes
+    of their own, which must be able to import the script as ``__main__``."""
+    import subprocess
 
     path = BENCHMARKS / f"bench_{args.name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{args.name}", path)
-    if spec is None or spec.loader is None or not path.is_file():
+    if not path.is_file():
         raise CliError(f"no benchmark {args.name!r}: {path} is missing (needs a source checkout)")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.main(args.args))
+    return subprocess.call([sys.executable, str(path), *args.args])
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ WITH_EXAMPLES = {
     "sim.gauge",
     "sim.genealogy",
     "sim.grading",
+    "sim.loading",
     "sim.mqtt_publisher",
     "sim.scenario",
     "sim.sparkplug",
