@@ -156,11 +156,18 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (0 = any)")
     d.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     d.add_argument("--summary", metavar="FILE", help="write a JSON summary here when stopping")
-    d.add_argument("--scenario", default=str(DEMO_SCENARIO),
-                   help="simulator scenario file (default: %(default)s)")
+    d.add_argument(
+        "--scenario",
+        default=str(DEMO_SCENARIO),
+        help="simulator scenario file (default: %(default)s)",
+    )
     d.add_argument("--seed", type=int, help="simulator random seed (default: the scenario's)")
-    d.add_argument("--fault-at", type=float, metavar="S",
-                   help="move the scenario's faults to start S seconds after start")
+    d.add_argument(
+        "--fault-at",
+        type=float,
+        metavar="S",
+        help="move the scenario's faults to start S seconds after start",
+    )
     d.add_argument("--db", metavar="FILE", help="alert database (default: a fresh temporary file)")
     d.set_defaults(func=_demo)
 
@@ -175,13 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, help="random seed (default: the scenario's, else 1)")
     s.add_argument("--rate-hz", type=float, help="samples per second (default: scenario's, 2)")
-    s.add_argument(
-        "--speed", type=float, help="run formation cycles X times faster (default: 1)"
-    )
+    s.add_argument("--speed", type=float, help="run formation cycles X times faster (default: 1)")
     what = s.add_mutually_exclusive_group()
-    what.add_argument(
-        "--scenario", metavar="FILE", help="scenario file with the faults to inject"
-    )
+    what.add_argument("--scenario", metavar="FILE", help="scenario file with the faults to inject")
     what.add_argument(
         "--fault-at", type=float, metavar="S", help="without a scenario: lane 3 drift at S (40)"
     )
@@ -197,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--no-sparkplug", action="store_true", help="do not publish energy meters as Sparkplug B"
+    )
+    s.add_argument(
+        "--single-values",
+        action="store_true",
+        help="publish each formation sample as its own message instead of one batch a second",
     )
     s.set_defaults(func=_sim)
 
@@ -273,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cellwatch: {e}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as e:
-        print(f"cellwatch {args.command}: needs {e.name}, which this install lacks; "
-              "install the server extra: pip install 'cellwatch[server]'", file=sys.stderr)
+        print(
+            f"cellwatch {args.command}: needs {e.name}, which this install lacks; "
+            "install the server extra: pip install 'cellwatch[server]'",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -105,15 +105,22 @@ def _wire(
 def _warn_if_fault_in_baseline(cfg: PlantConfig, fault_at_s: float, rate_hz: float) -> None:
     """Say so when the scripted drift would fall inside Phase I and be learned as normal."""
     longest = max(
-        (p.detector.baseline for ln in cfg.lines for st in ln.stations for p in st.params
-         if p.detector is not None and p.detector.center is None),
+        (
+            p.detector.baseline
+            for ln in cfg.lines
+            for st in ln.stations
+            for p in st.params
+            if p.detector is not None and p.detector.center is None
+        ),
         default=0,
     )
     phase1_s = longest / rate_hz
     if fault_at_s < phase1_s + 2.0:
-        print(f"  note: the fault at +{fault_at_s:.0f} s starts before the {longest}-sample "
-              f"baselines end (about +{phase1_s + 2.0:.0f} s); it may be learned as normal",
-              flush=True)
+        print(
+            f"  note: the fault at +{fault_at_s:.0f} s starts before the {longest}-sample "
+            f"baselines end (about +{phase1_s + 2.0:.0f} s); it may be learned as normal",
+            flush=True,
+        )
 
 
 def _alert_line(alert: dict[str, Any], t0: float) -> str:
@@ -204,8 +211,10 @@ def _progress_line(t0: float, agent: EdgeAgent, server: CentralServer) -> str:
     edge = agent.counters()
     per_source = ", ".join(f"{k} {v}" for k, v in edge.get("readings", {}).items())
     open_alerts = sum(1 for a in server.counters().get("alerts", []) if a.get("status") == "open")
-    return (f"  +{time.time() - t0:.0f} s: readings {per_source}; "
-            f"detections {edge.get('detections', 0)}; open alerts {open_alerts}")
+    return (
+        f"  +{time.time() - t0:.0f} s: readings {per_source}; "
+        f"detections {edge.get('detections', 0)}; open alerts {open_alerts}"
+    )
 
 
 def _summary(

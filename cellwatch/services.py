@@ -68,6 +68,7 @@ async def run_sim(args: argparse.Namespace, stop: asyncio.Event) -> None:
         truth_path=Path(args.truth) if args.truth else None,
         formation_opcua=getattr(args, "formation_opcua", False),
         sparkplug=not getattr(args, "no_sparkplug", False),
+        mqtt_batch=not getattr(args, "single_values", False),
         **options,
     ) as sim:
         name = f"  scenario {scenario.name}" if scenario is not None else ""

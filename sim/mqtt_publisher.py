@@ -54,7 +54,12 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 class FormationPublisher:
-    """Buffers formation samples per channel and publishes each channel's batch on ``flush``."""
+    """Buffers formation samples per channel and publishes each channel's batch on ``flush``.
+
+    With ``batch=False`` every sample goes out at once as its own message with scalar fields,
+    ``{"ts": 1795355673.0, "v": 3.75, "i": 2.0, "q": 5.41, "t": 24.8}``: the shape of cyclers that
+    publish single values, and the one per-item collectors are built for.
+    """
 
     def __init__(
         self,
@@ -63,10 +68,12 @@ class FormationPublisher:
         client_id: str | None = None,
         max_queued: int = 10_000,
         keepalive_s: int = 30,
+        batch: bool = True,
     ) -> None:
         self.host, self.port = parse_broker_url(broker_url)
         self.topic_prefix = topic_prefix.rstrip("/")
         self.keepalive_s = keepalive_s
+        self.batch = batch
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or f"cellwatch-sim-{uuid.uuid4().hex[:8]}",
@@ -121,8 +128,12 @@ class FormationPublisher:
 
     def add(self, sample: FormationSample) -> None:
         """Append one sample of every channel to the pending batches; a channel with a NaN
-        value (a dropout) contributes nothing for this time."""
+        value (a dropout) contributes nothing for this time. Without batching the samples are
+        published here and now."""
         self._samples.append(sample)
+        if not self.batch:
+            self._publish(self._samples, batched=False)
+            self._samples = []
 
     def flush(self) -> int:
         """Publish every channel's pending batch at QoS 1; returns the samples handed over.
@@ -133,6 +144,9 @@ class FormationPublisher:
         has to feed 100k values/s to the edge benchmarks.
         """
         samples, self._samples = self._samples, []
+        return self._publish(samples, batched=True)
+
+    def _publish(self, samples: list[FormationSample], batched: bool) -> int:
         if not samples:
             return 0
         cabs, chans = samples[0].voltage.shape
@@ -156,6 +170,8 @@ class FormationPublisher:
                 keep = valid[index]
                 values = [col[index][keep].tolist() for col in columns]
             m = len(values[0])
+            if not batched and m:
+                values = [column[0] for column in values]
             payload = dict(zip(KEYS, values, strict=True))
             if m and self.send(self.topic(cab + 1, ch + 1), payload, m):
                 handed += m

@@ -110,7 +110,8 @@ class Simulator:
     ``fault`` given together with ``faults`` is injected too. ``speed`` compresses the
     formation cycles and the aging before grading. ``formation_opcua`` serves the formation
     channels over OPC UA as well; ``sparkplug`` publishes the energy meters as Sparkplug B
-    (it needs the ``cellwatch[sparkplug]`` extra).
+    (it needs the ``cellwatch[sparkplug]`` extra); ``mqtt_batch=False`` publishes every
+    formation sample as its own message of scalar values instead of one batch per second.
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class Simulator:
         speed: float = 1.0,
         formation_opcua: bool = False,
         sparkplug: bool = False,
+        mqtt_batch: bool = True,
     ) -> None:
         if not (math.isfinite(rate_hz) and 0.0 < rate_hz <= 100.0):
             raise SimError(f"rate_hz must be in (0, 100], got {rate_hz}")
@@ -162,6 +164,7 @@ class Simulator:
         self.speed = speed
         self.formation_opcua = formation_opcua
         self.sparkplug = sparkplug and broker_url is not None
+        self.mqtt_batch = mqtt_batch
         self.truth_path = Path(truth_path) if truth_path is not None else None
         self._server = CoaterServer(
             opcua_host,
@@ -278,7 +281,7 @@ class Simulator:
             gc.freeze()
         try:
             if self._broker_url is not None:
-                self._publisher = FormationPublisher(self._broker_url)
+                self._publisher = FormationPublisher(self._broker_url, batch=self.mqtt_batch)
                 await self._publisher.start()
             self._start_ts = start = time.time()
             children = np.random.SeedSequence(self.seed).spawn(len(_STREAMS))

@@ -64,6 +64,34 @@ def _subscribed(url: str, topic: str = "sim/line1/formation/+/+") -> Iterator[_S
         sub.client.loop_stop()
 
 
+async def test_without_batching_every_sample_is_its_own_message_of_scalars(
+    mosquitto_url: str,
+) -> None:
+    with _subscribed(mosquitto_url) as sub:
+        async with Simulator(
+            opcua_port=0, broker_url=mosquitto_url, rate_hz=5.0, fault=None, mqtt_batch=False
+        ) as sim:
+            await eventually(lambda: len(sub.snapshot()) >= 8 * 6, 10, "six samples per channel")
+            await eventually(
+                lambda: sim.samples_published["mqtt"] >= 48, 5, "48 acknowledged samples"
+            )
+            counters = sim.samples_published
+    # Each message is one sample: the broker acknowledged as many messages as samples.
+    assert counters["mqtt"] >= 48
+    stamps: dict[str, list[float]] = {}
+    for topic, payload, _ in sub.snapshot():
+        assert TOPIC_RE.match(topic), topic
+        body = json.loads(payload)
+        assert set(body) == {"ts", "v", "i", "q", "t"}
+        assert all(isinstance(body[k], float) for k in body), body
+        stamps.setdefault(topic, []).append(body["ts"])
+    assert len(stamps) == 8
+    for series in stamps.values():
+        # Samples on the 5 Hz grid, in order, none repeated.
+        steps = [b - a for a, b in zip(series, series[1:], strict=False)]
+        assert all(s == pytest.approx(0.2, abs=1e-6) for s in steps), steps
+
+
 async def test_formation_batches_arrive_once_a_second_per_channel(mosquitto_url: str) -> None:
     rate = 4.0
     with _subscribed(mosquitto_url) as sub:
