@@ -57,6 +57,11 @@ class QueuedSource:
         self.rejected = 0
         self.bad_quality = 0
         self.last_error = ""
+        self.reconnects = 0
+        self.stale = 0
+        self.backfilled = 0
+        self.clock_skew_s: float | None = None
+        self.last_reading_ts: float | None = None
         self._queue: asyncio.Queue[Reading | None] = asyncio.Queue(maxsize=queue_size)
         self._closed = False
         self._last_log = -1e9
@@ -71,6 +76,7 @@ class QueuedSource:
             self._reject(f"reading queue full ({self._queue.maxsize}); dropped {reading.key}")
             return
         self.readings += 1
+        self.last_reading_ts = reading.ts
         if reading.quality is not Quality.GOOD:
             self.bad_quality += 1
 
@@ -116,7 +122,17 @@ class QueuedSource:
         return out
 
     def status(self) -> SourceStatus:
-        """Counters and connection state, for the gateway's status report."""
+        """Counters and connection state, for the gateway's status report (the agent adds the
+        rate and lag, which need the previous report and the clock)."""
         return SourceStatus(
-            self.id, self.state, self.readings, self.rejected, self.bad_quality, self.last_error
+            self.id,
+            self.state,
+            self.readings,
+            self.rejected,
+            self.bad_quality,
+            self.last_error,
+            reconnects=self.reconnects,
+            stale=self.stale,
+            backfilled=self.backfilled,
+            clock_skew_s=self.clock_skew_s,
         )

@@ -132,7 +132,14 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """Health of one data source on a gateway."""
+    """Health of one data source on a gateway.
+
+    ``reconnects`` counts connections re-established after a loss, ``stale`` the nodes or
+    topics that have gone quiet past their watchdog, ``backfilled`` readings recovered from
+    the device's history after a gap, ``rate_per_s`` readings per second since the last
+    report, ``lag_s`` the age of the newest reading, and ``clock_skew_s`` how far the device's
+    clock runs ahead of the gateway's (None when unknown).
+    """
 
     source: str
     state: str
@@ -140,11 +147,21 @@ class SourceStatus:
     rejected: int = 0
     bad_quality: int = 0
     last_error: str = ""
+    reconnects: int = 0
+    stale: int = 0
+    backfilled: int = 0
+    rate_per_s: float = 0.0
+    lag_s: float | None = None
+    clock_skew_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EdgeStatus:
-    """Periodic health report of an edge agent."""
+    """Periodic health report of an edge agent.
+
+    ``pending`` envelopes wait in the outbox (``outbox_bytes`` of them), ``dropped`` were
+    discarded by its size bound, and ``lag_s`` is the age of the oldest one waiting.
+    """
 
     ts: float
     uptime_s: float
@@ -153,6 +170,8 @@ class EdgeStatus:
     pending: int = 0
     dropped: int = 0
     detections: int = 0
+    outbox_bytes: int = 0
+    lag_s: float | None = None
 
 
 Payload = Reading | Stats | Detection | EdgeStatus

@@ -102,6 +102,8 @@ def _item(kind: Kind, item: Any) -> Any:
         "pending": e.pending,
         "dropped": e.dropped,
         "detections": e.detections,
+        "outbox_bytes": e.outbox_bytes,
+        "lag_s": e.lag_s,
         "sources": [
             {
                 "source": s.source,
@@ -110,6 +112,12 @@ def _item(kind: Kind, item: Any) -> Any:
                 "rejected": s.rejected,
                 "bad_quality": s.bad_quality,
                 "last_error": s.last_error,
+                "reconnects": s.reconnects,
+                "stale": s.stale,
+                "backfilled": s.backfilled,
+                "rate_per_s": s.rate_per_s,
+                "lag_s": s.lag_s,
+                "clock_skew_s": s.clock_skew_s,
             }
             for s in e.sources
         ],
@@ -241,6 +249,13 @@ def _dstatus(x: Any) -> EdgeStatus:
                 _i(s["rejected"], "rejected"),
                 _i(s["bad_quality"], "bad_quality"),
                 _s(s["last_error"], "last_error"),
+                # Added later: an older edge's report simply lacks them.
+                _i(s.get("reconnects", 0), "reconnects"),
+                _i(s.get("stale", 0), "stale"),
+                _i(s.get("backfilled", 0), "backfilled"),
+                _f(s.get("rate_per_s", 0.0), "rate_per_s"),
+                _fo(s.get("lag_s"), "lag_s"),
+                _fo(s.get("clock_skew_s"), "clock_skew_s"),
             )
             for s in (_obj(s, "a source status") for s in _list(o["sources"], "sources"))
         )
@@ -252,6 +267,8 @@ def _dstatus(x: Any) -> EdgeStatus:
             _i(o["pending"], "pending"),
             _i(o["dropped"], "dropped"),
             _i(o["detections"], "detections"),
+            _i(o.get("outbox_bytes", 0), "outbox_bytes"),
+            _fo(o.get("lag_s"), "lag_s"),
         )
     except KeyError as e:
         raise WireError(f"status item lacks {e.args[0]!r}") from None
