@@ -51,6 +51,24 @@ async def run_until_signal(body: Callable[[asyncio.Event], Awaitable[None]]) -> 
             loop.remove_signal_handler(sig)
 
 
+def _export_lp(args: argparse.Namespace) -> int:
+    """Write the embedded series file as InfluxDB line protocol (for a later import)."""
+    from server.embedded import export_lp, series_path_for
+
+    if args.series:
+        path = args.series
+    else:
+        cfg = load_config(Path(args.config))
+        path = cfg.influxdb.series_path or series_path_for(cfg.server.db_path)
+    if args.output == "-":
+        lines = export_lp(path, sys.stdout.buffer)
+    else:
+        with open(args.output, "wb") as out:
+            lines = export_lp(path, out)
+    print(f"cellwatch export-lp: {lines} lines from {path}", file=sys.stderr)
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     bad = 0
     for f in args.files:
@@ -113,6 +131,12 @@ def _server(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config))
     asyncio.run(run_until_signal(lambda stop: run_server(cfg, stop)))
     return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from cellwatch.fit import run_fit
+
+    return run_fit(args, load_config(Path(args.config)))
 
 
 def _arl(args: argparse.Namespace) -> int:
@@ -217,9 +241,61 @@ def _parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_server)
 
     b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. core)")
-    b.add_argument("name", choices=("core", "sim"), help="which benchmark")
+    b.add_argument("name", choices=("core", "sim", "edge", "storage", "tep", "mv"), help="which benchmark")
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     b.set_defaults(func=_bench)
+
+    f = sub.add_parser(
+        "fit", help="fit a station's multivariate model on a baseline CSV; write its artifact"
+    )
+    f.add_argument("--config", required=True, help="plant file (units, station parameters)")
+    f.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="FILE",
+        help="baseline CSV: a header row, one column per variable, optional time",
+    )
+    f.add_argument("--out", required=True, metavar="PATH", help="writes PATH.npz and PATH.json")
+    f.add_argument("--station", metavar="LINE/STATION", help="model this station's parameters")
+    f.add_argument("--columns", metavar="LIST", help="comma-separated CSV columns to model")
+    f.add_argument("--kind", choices=("pca", "hotelling"), default="pca")
+    f.add_argument("--lags", type=int, default=0, help="dynamic PCA lags (default 0)")
+    f.add_argument(
+        "--components",
+        default="0.9",
+        help="cumulative variance in (0, 1), a count, or 'cv' (default 0.9)",
+    )
+    f.add_argument(
+        "--alpha",
+        type=float,
+        default=0.005,
+        help="false-alarm probability per statistic and sample (default 0.005)",
+    )
+    f.add_argument(
+        "--limits",
+        choices=("theory", "cv"),
+        default="theory",
+        help="F / Jackson-Mudholkar limits, or cross-validated quantiles",
+    )
+    f.add_argument("--ewma-t2", type=float, metavar="LAM", help="smooth T2 (needs --limits cv)")
+    f.add_argument("--ewma-spe", type=float, metavar="LAM", help="smooth SPE (needs --limits cv)")
+    f.add_argument(
+        "--no-robust",
+        action="store_true",
+        help="Hotelling: classical mean and covariance instead of MinCovDet",
+    )
+    f.add_argument("--iforest", action="store_true", help="add an isolation-forest score")
+    f.set_defaults(func=_fit)
+
+    x = sub.add_parser(
+        "export-lp", help="write the embedded series file as InfluxDB line protocol"
+    )
+    src = x.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="plant file naming the series file (influxdb.series_path)")
+    src.add_argument("--series", metavar="FILE", help="the series file itself")
+    x.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    x.set_defaults(func=_export_lp)
 
     c = sub.add_parser("check-config", help="validate plant files; exit 2 listing every problem")
     c.add_argument("files", nargs="+")

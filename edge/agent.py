@@ -1,6 +1,6 @@
 """The edge agent: sources, framing windows, monitor and publisher wired from one plant file.
 
-`EdgeAgent` builds one source per entry of ``sources`` (OPC UA and MQTT); entering it
+`EdgeAgent` builds one source per entry of ``sources`` (OPC UA, MQTT, Sparkplug B); entering it
 (``async with``) connects everything and starts background loops that run until the block
 ends: one consumer per source moving admitted readings into the framer, a window loop that
 every ``edge.window_s`` cuts the frames, runs the monitor and publishes per station one
@@ -23,11 +23,16 @@ from contextlib import AsyncExitStack
 from typing import Any, Self
 
 from edge.framer import Framer
+from edge.health import Health, OutboxCounters
+from edge.metrics import EdgeMetrics, Snapshot
 from edge.monitor import Monitor
 from edge.mqtt_source import MqttSource
 from edge.opcua_source import OpcUaSource
+from edge.outbox import open_outbox
 from edge.publisher import Publisher
 from edge.source import QueuedSource
+from edge.sparkplug_source import SparkplugSource
+from edge.station_mv import build_detectors
 from models.messages import Detection, EdgeStatus, Kind, Reading, Stats
 from models.plant import PlantConfig
 from models.wire import status_topic, topic
@@ -57,12 +62,24 @@ class EdgeAgent:
                        client_id=f"cellwatch-{edge_id}-{s.id}", keepalive_s=broker.keepalive_s)
             for s in cfg.sources.mqtt
         ]
+        self.sources += [
+            SparkplugSource(s, broker.url, username=broker.username, password=password,
+                            client_id=f"cellwatch-{edge_id}-{s.id}", keepalive_s=broker.keepalive_s)
+            for s in cfg.sources.sparkplug
+        ]
+        # The publisher owns the outbox and closes it when the agent is left.
         self.publisher = Publisher(
             broker.url, edge_id, max_pending=cfg.edge.max_pending, username=broker.username,
             password=password, keepalive_s=broker.keepalive_s,
+            outbox=open_outbox(cfg.edge.outbox, max_items=cfg.edge.max_pending),
         )
         self.framer = Framer()
         self.monitor = Monitor(cfg)
+        self.multivariate = build_detectors(cfg)
+        self.health = Health(time.monotonic())
+        self.metrics = EdgeMetrics(edge_id)
+        self.metrics_port: int | None = None  # the bound port while /metrics is served
+        self._metrics_health = Health(time.monotonic())
         self.detections: deque[Detection] = deque(maxlen=RECENT_DETECTIONS)
         self.windows = 0
         self.errors = 0
@@ -77,6 +94,7 @@ class EdgeAgent:
             for src in self.sources:
                 await stack.enter_async_context(src)
             self._stack = stack.pop_all()
+        await self._serve_metrics()
         self._started = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._consume(s), name=f"src-{s.id}") for s in self.sources
@@ -94,6 +112,7 @@ class EdgeAgent:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await asyncio.to_thread(self.metrics.close)
         if self._stack is not None:
             for src in self.sources:
                 for reading in src.drain():
@@ -142,11 +161,18 @@ class EdgeAgent:
 
     def window(self) -> None:
         """Cut the current window, run the monitor and publish what it gave, per station."""
+        started = time.perf_counter()
         try:
             self._window()
         except Exception:
             self.errors += 1
             log.exception("window %d failed; continuing with the next one", self.windows)
+        self.metrics.observe_window(time.perf_counter() - started)
+        if self.metrics_port is not None:
+            try:
+                self._refresh_metrics()
+            except Exception:
+                log.exception("metrics snapshot failed; /metrics shows the previous one")
 
     def _window(self) -> None:
         frames = self.framer.cut()
@@ -162,6 +188,8 @@ class EdgeAgent:
             readings[station].extend(f.readings)
             stats[station].extend(out.stats)
             found[station].extend(out.detections)
+        for mv in self.multivariate:
+            found[(mv.line, mv.station)].extend(mv.process(frames))
         for station, dets in found.items():
             if dets:
                 self.detections.extend(dets)
@@ -178,11 +206,39 @@ class EdgeAgent:
         return topic(c.broker.topic_prefix, c.site.id, self._areas[line], line, st, kind)
 
     def status(self) -> EdgeStatus:
-        p = self.publisher
-        return EdgeStatus(
-            time.time(), time.monotonic() - self._started, tuple(s.status() for s in self.sources),
-            p.published, p.pending, p.dropped, self.monitor.detections,
+        """The health report now; the rates of the next one count from here."""
+        return self.health.report(
+            self.sources, OutboxCounters.of(self.publisher), self.monitor.detections,
+            now=time.time(), mono=time.monotonic(),
         )
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    async def _serve_metrics(self) -> None:
+        edge = self.cfg.edge
+        if edge.metrics_port is None:
+            return
+        try:
+            self.metrics_port = self.metrics.serve(edge.metrics_host, edge.metrics_port)
+        except OSError as e:
+            assert self._stack is not None
+            await self._stack.aclose()  # a start that fails leaves nothing connected
+            self._stack = None
+            raise OSError(f"edge.metrics_port: cannot serve /metrics on "
+                          f"{edge.metrics_host}:{edge.metrics_port}: {e}") from e
+        self._refresh_metrics()
+        log.info("metrics on http://%s:%d/metrics", edge.metrics_host, self.metrics_port)
+
+    def _refresh_metrics(self) -> None:
+        m = self.monitor
+        self.metrics.update(Snapshot(
+            self._metrics_health.report(
+                self.sources, OutboxCounters.of(self.publisher), m.detections,
+                now=time.time(), mono=time.monotonic(),
+            ),
+            tuple(sorted(m.by_rule.items())), self.framer.excluded,
+            m.rejected + self.framer.rejected, self.windows, self.errors, m.fit_errors,
+        ))
 
     def _send_status(self) -> None:
         c = self.cfg

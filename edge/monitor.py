@@ -1,31 +1,36 @@
-"""The monitor: EWMA charts per parameter, fed one frame per window, with Phase I on the fly.
+"""The monitor: one control chart per parameter, fed one frame per window, with Phase I on the fly.
 
-Every parameter with a ``detector`` in the plant file gets one chart per equipment series.
-Phase I happens on the gateway: the first ``baseline`` usable samples of each series are kept,
-and when a series has them it joins a cohort. Series that complete their baseline in the same
-window form one cohort, fitted together as one vectorized `models.ewma.Ewma` over their columns;
-later windows update each cohort with its column subset of the frame. With a known ``center``
-and ``sigma`` in the config there is no baseline: a new series joins a cohort at once via
-``fit_known``. Because every EWMA column is independent, the results of a series do not depend
-on which cohort it landed in or on how readings were cut into windows.
+Every parameter with a detector in the plant file (its own ``detector``, else its station's)
+gets one chart per equipment series; `edge.charts` adapts each kind (EWMA, CUSUM, Shewhart
+individuals with optional run rules, stuck signal). Phase I happens on the gateway: the first
+``baseline`` usable samples of each series are kept, and when a series has them it joins a
+cohort. Series that complete their baseline in the same window form one cohort, fitted together
+as one vectorized detector over their columns; later windows update each cohort with its column
+subset of the frame. With a known ``center`` and ``sigma`` in the config, or for the stuck
+check, which needs no baseline, a new series joins a cohort at once. Because every column is
+independent, the results of a series do not depend on which cohort it landed in or on how
+readings were cut into windows.
 
-A detection is emitted on the rising edge of a series' signal (out of control now, in control
-at the series' previous sample; the flag survives across windows), so a sustained shift gives
-one detection, not one per sample. Every series also gets one `Stats` per window. Readings of a
-parameter the station does not declare are refused by `admit`, counted, and logged once per key.
+A detection is emitted on the rising edge of each signal channel of a series (out of control
+now, in control at the series' previous sample; the flag survives across windows), so a
+sustained shift gives one detection per rule, not one per sample. Every series also gets one
+`Stats` per window. Samples the framer excluded (bad or uncertain quality, non-finite values)
+never reach a chart; they are counted per series in `excluded`. Readings of a parameter the
+station does not declare are refused by `admit`, counted, and logged once per key.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.charts import Chart, Step, build
 from edge.framer import Frame, GroupKey
 from models.detector import BaselineError
-from models.ewma import Ewma
 from models.messages import Detection, Reading, SeriesKey, Stats
 from models.plant import DetectorConfig, PlantConfig
 
@@ -44,49 +49,50 @@ class Outcome:
 
 @dataclass(slots=True)
 class _Cohort:
-    """Series fitted together: one Ewma whose columns are ``equipment``."""
+    """Series fitted together: one chart whose columns are ``equipment``, and per signal
+    channel each column's signal at its latest sample (for the rising edges)."""
 
-    ewma: Ewma
+    chart: Chart
     equipment: list[str]
+    signal: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
-class _Chart:
+class _Group:
     """Detector state of one ``(line, station, param)``."""
 
     cfg: DetectorConfig
     baselines: dict[str, list[float]] = field(default_factory=dict)
     member: dict[str, tuple[_Cohort, int]] = field(default_factory=dict)
     cohorts: list[_Cohort] = field(default_factory=list)
-    signal: dict[str, int] = field(default_factory=dict)
     last: dict[str, tuple[float, float, float]] = field(default_factory=dict)
-
-
-def _message(value: float, limit: float, direction: int, center: float, sigma: float) -> str:
-    where = "above UCL" if direction > 0 else "below LCL"
-    return f"EWMA {value:.2f} {where} {limit:.2f} (center {center:.2f}, sigma {sigma:.3f})"
 
 
 class Monitor:
     """Runs the configured detectors over frames; see the module docstring.
 
-    Counters: ``rejected`` readings refused by `admit`, ``detections`` emitted, ``fit_errors``
-    baselines that could not be fitted (flat signal), after which that series starts over.
+    Counters: ``rejected`` readings refused by `admit`, ``detections`` emitted (and per rule in
+    ``by_rule``), ``fit_errors`` baselines that could not be fitted (flat signal), after which
+    that series starts over, and ``excluded`` samples per series that the framer left out of
+    the statistics (bad or uncertain quality, or a value that is not a finite number).
     """
 
     def __init__(self, plant: PlantConfig) -> None:
         self._declared: dict[tuple[str, str], set[str]] = {}
-        self._charts: dict[GroupKey, _Chart] = {}
+        self._groups: dict[GroupKey, _Group] = {}
         for line in plant.lines:
             for st in line.stations:
                 self._declared[(line.id, st.id)] = {p.id for p in st.params}
                 for p in st.params:
-                    if p.detector is not None:
-                        self._charts[(line.id, st.id, p.id)] = _Chart(p.detector)
+                    cfg = st.detector_of(p)
+                    if cfg is not None:
+                        self._groups[(line.id, st.id, p.id)] = _Group(cfg)
         self._refused: set[SeriesKey] = set()
         self.rejected = 0
         self.detections = 0
+        self.by_rule: Counter[str] = Counter()
         self.fit_errors = 0
+        self.excluded: Counter[SeriesKey] = Counter()
 
     def admit(self, reading: Reading) -> bool:
         """True when the reading's station declares its parameter; counts and logs refusals."""
@@ -101,101 +107,115 @@ class Monitor:
             log.warning("reading of %s refused: the plant file does not declare this %s", k, where)
         return False
 
+    def detector(self, line: str, station: str, param: str) -> DetectorConfig | None:
+        """The detector configured for a parameter, None when it is telemetry only."""
+        group = self._groups.get((line, station, param))
+        return None if group is None else group.cfg
+
     def cohorts(self, line: str, station: str, param: str) -> list[tuple[str, ...]]:
         """The equipment of each cohort of a chart, in the order they were fitted."""
-        chart = self._charts.get((line, station, param))
-        return [] if chart is None else [tuple(c.equipment) for c in chart.cohorts]
+        group = self._groups.get((line, station, param))
+        return [] if group is None else [tuple(c.equipment) for c in group.cohorts]
 
     def process(self, frame: Frame) -> Outcome:
         """Stats for every series of the frame and detections of the charted ones."""
-        chart = self._charts.get(frame.group)
+        group = self._groups.get(frame.group)
+        for j in np.flatnonzero(frame.bad):
+            key = SeriesKey(frame.line, frame.station, frame.equipment[j], frame.param)
+            self.excluded[key] += int(frame.bad[j])
         detections: list[Detection] = []
-        if chart is not None:
-            detections = self._run(chart, frame)
+        if group is not None:
+            detections = self._run(group, frame)
             self.detections += len(detections)
-        return Outcome(tuple(self._stats(frame, chart)), tuple(detections))
+            self.by_rule.update(d.rule for d in detections)
+        return Outcome(tuple(self._stats(frame, group)), tuple(detections))
 
     # -- detection --------------------------------------------------------------------------
 
-    def _run(self, chart: _Chart, frame: Frame) -> list[Detection]:
+    def _run(self, group: _Group, frame: Frame) -> list[Detection]:
         # Per equipment: the samples (and times) of this window that go to Phase II.
         feed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         joining: list[tuple[str, np.ndarray, np.ndarray]] = []
-        known = chart.cfg.center is not None
+        phase1 = group.cfg.needs_baseline
+        size = group.cfg.baseline
         for j, eq in enumerate(frame.equipment):
             n = int(frame.count[j])
             x, t = frame.values[:n, j], frame.times[:n, j]
-            if eq in chart.member:
+            if eq in group.member:
                 feed[eq] = (x, t)
-            elif known:
+            elif not phase1:
                 joining.append((eq, x, t))
             else:
-                buf = chart.baselines.setdefault(eq, [])
-                need = chart.cfg.baseline - len(buf)
+                buf = group.baselines.setdefault(eq, [])
+                need = size - len(buf)
                 buf.extend(x[:need].tolist())
-                if len(buf) == chart.cfg.baseline:
+                if len(buf) == size:
                     joining.append((eq, x[need:], t[need:]))
         if joining:
-            for eq, x, t in self._join(chart, frame, joining):
+            for eq, x, t in self._join(group, frame, joining):
                 feed[eq] = (x, t)
         out: list[Detection] = []
-        for cohort in chart.cohorts:
+        for cohort in group.cohorts:
             cols = [(k, eq) for k, eq in enumerate(cohort.equipment) if eq in feed]
             if cols:
-                out.extend(self._update(chart, frame, cohort, cols, feed))
+                out.extend(self._update(group, frame, cohort, cols, feed))
         return out
 
     def _join(
-        self, chart: _Chart, frame: Frame, joining: list[tuple[str, np.ndarray, np.ndarray]]
+        self, group: _Group, frame: Frame, joining: list[tuple[str, np.ndarray, np.ndarray]]
     ) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
         """Fit the series that became ready into one new cohort; yields those that joined."""
-        cfg = chart.cfg
+        cfg = group.cfg
         names = [eq for eq, _, _ in joining]
-
-        def make() -> Ewma:
-            return Ewma(lam=cfg.lam, L=cfg.L, limits=cfg.limits, min_baseline=cfg.baseline)
-
-        if cfg.center is not None and cfg.sigma is not None:
-            k = len(names)
-            cohort = _Cohort(make().fit_known([cfg.center] * k, [cfg.sigma] * k), names)
-            ok = joining
+        ok = joining
+        if not cfg.needs_baseline:
+            chart = build(cfg, names, None)
         else:
-            base = np.array([chart.baselines[eq] for eq in names]).T
+            base = np.array([group.baselines[eq] for eq in names]).T
             try:
-                cohort = _Cohort(make().fit(base, names), names)
-                ok = joining
+                chart = build(cfg, names, base)
             except BaselineError:
                 # Fit one by one so that one flat series does not hold back the others.
                 ok = []
                 for i, (eq, x, t) in enumerate(joining):
                     try:
-                        make().fit(base[:, i : i + 1], [eq])
+                        build(cfg, [eq], base[:, i : i + 1])
                     except BaselineError as e:
                         self.fit_errors += 1
-                        del chart.baselines[eq]
-                        log.error("%s/%s/%s/%s: baseline rejected, collecting a new one: %s",
-                                  frame.line, frame.station, eq, frame.param, e)
+                        del group.baselines[eq]
+                        log.error(
+                            "%s/%s/%s/%s: baseline rejected, collecting a new one: %s",
+                            frame.line,
+                            frame.station,
+                            eq,
+                            frame.param,
+                            e,
+                        )
                     else:
                         ok.append((eq, x, t))
                 if not ok:
                     return []
                 names = [eq for eq, _, _ in ok]
-                base = np.array([chart.baselines[eq] for eq in names]).T
-                cohort = _Cohort(make().fit(base, names), names)
-        chart.cohorts.append(cohort)
+                chart = build(cfg, names, np.array([group.baselines[eq] for eq in names]).T)
+        cohort = _Cohort(chart, names)
+        group.cohorts.append(cohort)
         for k, eq in enumerate(names):
-            chart.member[eq] = (cohort, k)
-            chart.baselines.pop(eq, None)
-            chart.signal[eq] = 0
-        log.info("%s/%s/%s: monitoring %s (center %s, sigma %s)", frame.line, frame.station,
-                 frame.param, ", ".join(names),
-                 np.array2string(cohort.ewma.center_, precision=3),
-                 np.array2string(cohort.ewma.sigma_, precision=4))
+            group.member[eq] = (cohort, k)
+            group.baselines.pop(eq, None)
+        log.info(
+            "%s/%s/%s: %s monitoring %s (%s)",
+            frame.line,
+            frame.station,
+            frame.param,
+            cfg.kind,
+            ", ".join(names),
+            chart.summary(),
+        )
         return ok
 
     def _update(
         self,
-        chart: _Chart,
+        group: _Group,
         frame: Frame,
         cohort: _Cohort,
         cols: list[tuple[int, str]],
@@ -204,50 +224,75 @@ class Monitor:
         width = len(cohort.equipment)
         t_len = max(len(feed[eq][0]) for _, eq in cols)
         chunk = np.full((t_len, width), np.nan)
-        for k, eq in cols:
-            x = feed[eq][0]
-            chunk[: len(x), k] = x
-        res = cohort.ewma.update(chunk)
-        center, sigma = cohort.ewma.center_, cohort.ewma.sigma_
-        out: list[Detection] = []
+        times = np.full((t_len, width), np.nan)
         for k, eq in cols:
             x, t = feed[eq]
-            n = len(x)
-            if n == 0:
-                continue
-            sig = res.signal[:n, k]
-            prev = np.concatenate(([chart.signal[eq]], sig[:-1]))
-            for i in np.flatnonzero((sig != 0) & (prev == 0)):
-                d = int(sig[i])
-                value = float(res.statistic[i, k])
-                limit = float(res.ucl[i, k] if d > 0 else res.lcl[i, k])
-                c, s = float(center[k]), float(sigma[k])
-                out.append(Detection(
-                    SeriesKey(frame.line, frame.station, eq, frame.param), float(t[i]), "ewma",
-                    value, limit, d, c, s, _message(value, limit, d, c, s),
-                ))
-            chart.signal[eq] = int(sig[-1])
-            chart.last[eq] = (
-                float(res.statistic[n - 1, k]), float(res.lcl[n - 1, k]), float(res.ucl[n - 1, k])
-            )
+            chunk[: len(x), k] = x
+            times[: len(t), k] = t
+        step = cohort.chart.update(chunk, times)
+        ks = np.array([k for k, _ in cols])
+        n = np.array([len(feed[eq][0]) for _, eq in cols])
+        live = n > 0
+        ks, n = ks[live], n[live]
+        out: list[Detection] = []
+        if not ks.size:
+            return out
+        # Rows below a column's count are padding, where every chart signals 0; so the
+        # rising edges of all columns come from one comparison with the row above.
+        for rule, signal in step.channels:
+            sig = signal[:, ks]
+            last = cohort.signal.setdefault(rule, np.zeros(width, dtype=np.int8))
+            prev = np.vstack([last[ks][None, :], sig[:-1]])
+            for i, c in zip(*np.nonzero((sig != 0) & (prev == 0)), strict=True):
+                k = int(ks[c])
+                eq = cohort.equipment[k]
+                key = SeriesKey(frame.line, frame.station, eq, frame.param)
+                ts = float(feed[eq][1][i])
+                out.append(self._detection(cohort.chart, step, rule, key, ts, int(i), k))
+            last[ks] = sig[n - 1, np.arange(ks.size)]
+        rows = n - 1
+        stat, lcl, ucl = (a[rows, ks].tolist() for a in (step.statistic, step.lcl, step.ucl))
+        for c, k in enumerate(ks.tolist()):
+            group.last[cohort.equipment[k]] = (stat[c], lcl[c], ucl[c])
+        out.sort(key=lambda d: (d.ts, d.key.equipment))
         return out
+
+    @staticmethod
+    def _detection(
+        chart: Chart, step: Step, rule: str, key: SeriesKey, ts: float, i: int, k: int
+    ) -> Detection:
+        f = chart.finding(step, rule, i, k)
+        return Detection(key, ts, rule, f.value, f.limit, f.direction, f.center, f.sigma, f.message)
 
     # -- statistics -------------------------------------------------------------------------
 
     @staticmethod
-    def _stats(frame: Frame, chart: _Chart | None) -> list[Stats]:
+    def _stats(frame: Frame, group: _Group | None) -> list[Stats]:
         out: list[Stats] = []
         for j, eq in enumerate(frame.equipment):
             n = int(frame.count[j])
             x = frame.values[:n, j]
-            mean, lo, hi = (float(x.mean()), float(x.min()), float(x.max())) if n else (
-                float("nan"), float("nan"), float("nan"))
+            mean, lo, hi = (
+                (float(x.mean()), float(x.min()), float(x.max()))
+                if n
+                else (float("nan"), float("nan"), float("nan"))
+            )
             stat = lcl = ucl = None
-            if chart is not None and eq in chart.member and eq in chart.last:
-                stat, lcl, ucl = chart.last[eq]
-            out.append(Stats(
-                SeriesKey(frame.line, frame.station, eq, frame.param),
-                float(frame.ts_start[j]), float(frame.ts_end[j]), n, mean, lo, hi,
-                int(frame.bad[j]), stat, lcl, ucl,
-            ))
+            if group is not None and eq in group.member and eq in group.last:
+                stat, lcl, ucl = group.last[eq]
+            out.append(
+                Stats(
+                    SeriesKey(frame.line, frame.station, eq, frame.param),
+                    float(frame.ts_start[j]),
+                    float(frame.ts_end[j]),
+                    n,
+                    mean,
+                    lo,
+                    hi,
+                    int(frame.bad[j]),
+                    stat,
+                    lcl,
+                    ucl,
+                )
+            )
         return out

@@ -1,45 +1,47 @@
-"""MQTT source: JSON payloads from equipment topics, read with paho-mqtt's network thread.
+"""MQTT source: JSON payloads from equipment topics, over a self-healing MQTT session.
 
-paho runs its own thread (``loop_start``) that connects, reconnects with a backoff capped at
-five seconds, and calls back on that thread; every callback is handed to the event loop with
-``call_soon_threadsafe``, so parsing, counting and queueing all happen on the loop and need no
-locks. The subscription is made in ``on_connect``, hence renewed after every reconnect, and
-the source reports ``connected`` once the broker has acknowledged it. The equipment of a
-message comes from the topic's ``+`` levels through the source's template (``{1}-{2}`` on
-``sim/line1/formation/cab01/ch02`` gives ``cab01-ch02``).
+The connection (MQTT 3.1.1 or 5, QoS 0/1/2, persistent session, TLS, credentials, reconnect
+with a backoff of at most five seconds and a new subscription on every connection) is
+`edge.mqtt_session`'s; this module turns messages into readings. paho calls back on its own
+thread and every callback is handed to the event loop, so parsing, counting and queueing all
+happen on the loop and need no locks. The source reports ``connected`` once the broker has
+acknowledged the subscription. The equipment of a message comes from the topic's ``+`` levels
+through the source's template (``{1}-{2}`` on ``sim/line1/formation/cab01/ch02`` gives
+``cab01-ch02``), or for element arrays (gauge scans) from the element's own template.
+
+With ``stale_after_s`` set, a connection on which no message arrived for that long is taken
+for stuck (a broker that accepts the connection but no longer routes to it): the source counts
+it in ``stale``, logs it, and rebuilds its client; the persistent session keeps what was queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from typing import Any, Self
-from urllib.parse import urlsplit
+from typing import Self
 
-import paho.mqtt.client as mqtt
-
-from edge.handoff import call_in_loop
+from edge.mqtt_session import MqttEndpoint, MqttSession
 from edge.payload import PayloadReader
 from edge.source import QueuedSource
 from models import plant
 from models.messages import Reading, SeriesKey
 
-__all__ = ["MqttSource", "equipment_name"]
+__all__ = ["MqttSource", "equipment_name", "topic_levels"]
 
 log = logging.getLogger("cellwatch.edge.mqtt")
 
-MAX_RETRY_S = 5
 _FIELD = re.compile(r"\{(\d+)\}")
 
 
-def equipment_name(topic_filter: str, template: str, topic: str) -> str | None:
-    """The equipment a topic names, or None when the topic does not match the filter.
+def topic_levels(topic_filter: str, topic: str) -> list[str] | None:
+    """The topic's levels at the filter's ``+`` positions, or None when it does not match.
 
     Examples:
-        >>> equipment_name("sim/l1/formation/+/+", "{1}-{2}", "sim/l1/formation/cab01/ch02")
-        'cab01-ch02'
+        >>> topic_levels("sim/+/gauge/+", "sim/line1/gauge/sideA")
+        ['line1', 'sideA']
     """
     pattern = topic_filter.split("/")
     levels = topic.split("/")
@@ -51,16 +53,34 @@ def equipment_name(topic_filter: str, template: str, topic: str) -> str | None:
             wild.append(lv)
         elif p != lv:
             return None
+    return wild
+
+
+def equipment_name(topic_filter: str, template: str, topic: str) -> str | None:
+    """The equipment a topic names, or None when the topic does not match the filter.
+
+    Examples:
+        >>> equipment_name("sim/l1/formation/+/+", "{1}-{2}", "sim/l1/formation/cab01/ch02")
+        'cab01-ch02'
+    """
+    wild = topic_levels(topic_filter, topic)
+    if wild is None:
+        return None
     return _FIELD.sub(lambda m: wild[int(m.group(1)) - 1], template)
 
 
 class MqttSource(QueuedSource):
-    """Readings from the JSON messages of one MQTT topic filter; see the module docstring."""
+    """Readings from the JSON messages of one MQTT topic filter; see the module docstring.
+
+    ``broker_url``, ``username``, ``password`` and ``keepalive_s`` are the plant's broker,
+    used unless the source's config has a ``broker`` of its own; ``client_id`` is the stable
+    id of its session unless the config names one.
+    """
 
     def __init__(
         self,
         cfg: plant.MqttSource,
-        broker_url: str,
+        broker_url: str = "mqtt://127.0.0.1:1883",
         *,
         username: str | None = None,
         password: str | None = None,
@@ -70,88 +90,102 @@ class MqttSource(QueuedSource):
     ) -> None:
         super().__init__(cfg.id, log, *(() if queue_size is None else (queue_size,)))
         self.cfg = cfg
-        url = urlsplit(broker_url)
-        self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or 1883
-        self._keepalive = keepalive_s
-        self._reader = PayloadReader(cfg.payload)
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"cellwatch-src-{cfg.id}-{id(self):x}",
+        endpoint = MqttEndpoint.of(cfg.broker, broker_url, username, password, keepalive_s)
+        self.session = MqttSession.for_source(
+            cfg.id,
+            cfg,
+            endpoint,
+            client_id or f"cellwatch-src-{cfg.id}",
+            [(cfg.topic, cfg.qos)],
+            self,
         )
-        if username is not None:
-            self._client.username_pw_set(username, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=MAX_RETRY_S)
-        self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader = PayloadReader(cfg.payload)
+        self._watchdog: asyncio.Task[None] | None = None
         self.messages = 0
 
+    @property
+    def duplicates(self) -> int:
+        """QoS 1 redeliveries of messages already received, dropped."""
+        return self.session.duplicates
+
+    @property
+    def sessions_lost(self) -> int:
+        """Reconnections on which the broker had kept no session (messages were lost)."""
+        return self.session.sessions_lost
+
     async def __aenter__(self) -> Self:
-        self._loop = asyncio.get_running_loop()
         self.state = "connecting"
-        self._client.connect_async(self._host, self._port, self._keepalive)
-        self._client.loop_start()
+        await self.session.start()
+        if self.cfg.stale_after_s is not None:
+            self._watchdog = asyncio.create_task(
+                self._watch(self.cfg.stale_after_s), name=f"watchdog-{self.id}"
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._closed = True  # no state changes or warnings from the disconnect we ask for
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await self.session.stop()
         self._close_stream()
 
-    # -- paho thread: hand everything to the loop ------------------------------------------
+    async def _watch(self, quiet_s: float) -> None:
+        """Rebuild the client when a connected session has delivered nothing for ``quiet_s``."""
+        since = time.monotonic()
+        while True:
+            await asyncio.sleep(min(quiet_s / 4, 1.0))
+            s = self.session
+            last = max(since, s.last_message_mono or since)
+            if s.connected and time.monotonic() - last >= quiet_s:
+                self.stale += 1
+                log.warning(
+                    "source %s: no message on %s for %.0f s although connected; reconnecting",
+                    self.id,
+                    self.cfg.topic,
+                    quiet_s,
+                )
+                self.last_error = f"no message for {quiet_s:g} s; reconnected"
+                self.state = "connecting"
+                await s.restart()
+                since = time.monotonic()
 
-    def _call(self, fn: Any, *args: Any) -> None:
-        call_in_loop(self._loop, fn, *args)
+    # -- session events (event loop) ---------------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            self._call(self._set_state, "disconnected", f"broker refused connection: {rc}")
-            return
-        client.subscribe(self.cfg.topic, self.cfg.qos)
+    def session_up(self, session_present: bool) -> None:
+        self.reconnects = self.session.reconnects
+        self._set_state("connected", "")
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
-        refused = [str(c) for c in codes if c.is_failure]
-        if refused:
-            self._call(self._set_state, "disconnected", f"subscription refused: {refused[0]}")
-        else:
-            self._call(self._set_state, "connected", "")
-
-    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
-        self._call(self._set_state, "disconnected", f"cannot connect to {self._host}:{self._port}")
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self._call(self._set_state, "disconnected", f"disconnected: {rc}")
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._call(self._handle, msg.topic, msg.payload, time.time())
-
-    # -- event loop -------------------------------------------------------------------------
+    def session_down(self, error: str) -> None:
+        self._set_state("disconnected", error)
 
     def _set_state(self, state: str, error: str) -> None:
         if self._closed:
             return
         if state != self.state:
             level = logging.INFO if state == "connected" else logging.WARNING
-            log.log(level, "source %s %s (%s:%d) %s", self.id, state, self._host, self._port, error)
+            log.log(level, "source %s %s (%s) %s", self.id, state, self.session.address, error)
         self.state = state
         if error:
             self.last_error = error
 
-    def _handle(self, topic: str, payload: bytes, received: float) -> None:
+    def message(self, topic: str, payload: bytes, received: float) -> None:
         self.messages += 1
-        equipment = equipment_name(self.cfg.topic, self.cfg.equipment, topic)
-        if equipment is None:
-            self._reject(f"topic {topic}: does not match {self.cfg.topic}")
+        levels = topic_levels(self.cfg.topic, topic)
+        if levels is None:
+            # Most likely a subscription an earlier configuration left in the persistent
+            # session; a new client_id (or persistent_session: false once) clears it.
+            self._reject(
+                f"topic {topic}: does not match {self.cfg.topic} (a subscription "
+                "left in the broker's session by an earlier configuration?)"
+            )
             return
-        parsed = self._reader.read(payload)
+        equipment = _FIELD.sub(lambda m: levels[int(m.group(1)) - 1], self.cfg.equipment)
+        parsed = self._reader.read(payload, levels)
         for reason in parsed.rejections:
             self._reject(f"topic {topic}: {reason}")
         line, station = self.cfg.line, self.cfg.station
         for s in parsed.samples:
-            self._emit(Reading(SeriesKey(line, station, equipment, s.param), s.ts, s.value,
-                               received_ts=received))
+            key = SeriesKey(line, station, s.equipment or equipment, s.param)
+            self._emit(Reading(key, s.ts, s.value, received_ts=received))

@@ -1,34 +1,50 @@
 """Reading MQTT JSON payloads into samples, as a plant file's ``payload`` section describes.
 
-A payload is a JSON object holding either one sample (a scalar timestamp and scalar values) or
-a batch (a timestamp array and value arrays of the same length). Field paths use dots for
-nesting. This module is pure: it returns the samples it could read and one reason per thing
-it refused, so the source can count and log rejections. A broken element rejects only its own
-sample; a broken timestamp array or a value array of the wrong length rejects what depends on
-it, and nothing here ever raises on bad input.
+A payload is a JSON object holding one of these shapes, the ones equipment actually sends:
+
+* one sample: a scalar timestamp and scalar values, ``{"ts": 1.7e9, "v": 3.71}``;
+* a batch: a timestamp array and value arrays of the same length, ``{"ts": [..], "v": [..]}``;
+* records (``records: data``): an array of sample objects, ``{"data": [{"ts":..,"v":..}, ..]}``,
+  each read as one of the shapes above;
+* a scan across equipment (``elements``): one timestamp and arrays with one element per lane,
+  channel or profile point, like the beta gauge's ``{"ts":.., "side":"A", "lane_aw":[..]}``;
+  element k becomes a reading of the equipment its template names (``lane{k:02}_{side}``).
+
+Field paths use dots for nesting. This module is pure: it returns the samples it could read and
+one reason per thing it refused, so the source can count and log rejections. A broken element
+rejects only its own sample; a broken timestamp array or a value array of the wrong length
+rejects what depends on it, and nothing here ever raises on bad input.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.plant import MqttPayload
+from models.plant import ELEMENT_FIELD, MqttElements, MqttPayload
 
 __all__ = ["Parsed", "PayloadReader", "Sample"]
 
 _MISSING = object()
+#: What an equipment name built from payload fields may be (the plant file's identifiers).
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One value of one parameter at one time (seconds since the Unix epoch)."""
+    """One value of one parameter at one time (seconds since the Unix epoch).
+
+    ``equipment`` is set by element arrays; None means the equipment the topic names.
+    """
 
     param: str
     ts: float
     value: float
+    equipment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +89,87 @@ class PayloadReader:
         self.spec = spec
         self._scale = 1e-3 if spec.timestamp_unit == "ms" else 1.0
 
-    def read(self, data: bytes) -> Parsed:
+    def read(self, data: bytes, levels: Sequence[str] = ()) -> Parsed:
+        """The samples of one payload; ``levels`` are the topic's ``+`` levels, for element
+        equipment templates that use ``{1}``.."""
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, huge ints, deep nesting
             return Parsed((), (f"not JSON: {e}",))
         if not isinstance(obj, dict):
             return Parsed((), (f"payload must be a JSON object, got {type(obj).__name__}",))
+        if self.spec.records is not None:
+            return self._records(obj, self.spec.records)
+        return self._object(obj, levels)
+
+    def _object(self, obj: dict[str, Any], levels: Sequence[str]) -> Parsed:
         ts_path = self.spec.timestamp
         ts = _field(obj, ts_path)
         if ts is _MISSING:
             return Parsed((), (f"missing timestamp field {ts_path!r}",))
         if isinstance(ts, list):
-            return self._batch(obj, ts)
-        return self._single(obj, ts)
+            parsed = self._batch(obj, ts)
+            if self.spec.elements:
+                why = f"elements need one timestamp, but {ts_path!r} is an array"
+                return Parsed(parsed.samples, (*parsed.rejections, why))
+            return parsed
+        parsed = self._single(obj, ts)
+        t = _number(ts)
+        if not self.spec.elements or t is None:  # a bad timestamp is rejected by _single
+            return parsed
+        samples, rejections = list(parsed.samples), list(parsed.rejections)
+        for e in self.spec.elements:
+            self._elements(obj, e, t * self._scale, levels, samples, rejections)
+        return Parsed(tuple(samples), tuple(rejections))
+
+    def _records(self, obj: dict[str, Any], path: str) -> Parsed:
+        records = _field(obj, path)
+        if not isinstance(records, list):
+            got = "missing" if records is _MISSING else f"a {type(records).__name__}"
+            return Parsed((), (f"records {path!r} must be an array of objects, got {got}",))
+        samples: list[Sample] = []
+        rejections: list[str] = []
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                rejections.append(f"{path}[{i}]: not an object: {rec!r}"[:200])
+                continue
+            parsed = self._object(rec, ())
+            samples.extend(parsed.samples)
+            rejections.extend(f"{path}[{i}]: {r}" for r in parsed.rejections)
+        return Parsed(tuple(samples), tuple(rejections))
+
+    def _elements(
+        self,
+        obj: dict[str, Any],
+        e: MqttElements,
+        ts: float,
+        levels: Sequence[str],
+        samples: list[Sample],
+        rejections: list[str],
+    ) -> None:
+        raw = _field(obj, e.path)
+        if raw is _MISSING:
+            rejections.append(f"{e.param}: missing field {e.path!r}")
+            return
+        if not isinstance(raw, list):
+            rejections.append(f"{e.param}: field {e.path!r} must be an array of elements")
+            return
+        try:
+            name = _element_template(e.equipment, obj, levels)
+            name.format(k=1)
+        except ValueError as exc:
+            rejections.append(f"{e.param}: equipment {e.equipment!r}: {exc}")
+            return
+        for k, x in enumerate(raw, 1):
+            v = _number(x)
+            if v is None:
+                rejections.append(f"{e.param}[{k - 1}]: not a finite number: {x!r}")
+                continue
+            equipment = name.format(k=k)
+            if not _IDENTIFIER.match(equipment) or len(equipment) > 64:
+                rejections.append(f"{e.param}[{k - 1}]: equipment {equipment!r} is not an id")
+                continue
+            samples.append(Sample(e.param, ts, v, equipment))
 
     def _single(self, obj: dict[str, Any], ts_raw: Any) -> Parsed:
         ts = _number(ts_raw)
@@ -141,3 +224,38 @@ class PayloadReader:
                     continue
                 samples.append(Sample(param, t, v))
         return Parsed(tuple(samples), tuple(rejections))
+
+
+def _element_template(template: str, obj: dict[str, Any], levels: Sequence[str]) -> str:
+    """``template`` as a format string of ``k`` alone: the payload fields and topic levels are
+    filled in once per payload. ValueError names a field that is missing or not text."""
+
+    def escape(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    out: list[str] = []
+    pos = 0
+    for m in ELEMENT_FIELD.finditer(template):
+        out.append(escape(template[pos : m.start()]))
+        pos = m.end()
+        name, spec = m.group(1), m.group(2) or ""
+        if name == "k":
+            out.append(f"{{k:{spec}}}")
+            continue
+        if name.isdigit():
+            i = int(name)
+            if not 1 <= i <= len(levels):
+                raise ValueError(f"the topic has no '+' level {i}")
+            value: Any = levels[i - 1]
+        else:
+            value = _field(obj, name)
+            if value is _MISSING:
+                raise ValueError(f"missing field {name!r}")
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise ValueError(f"field {name!r} must be text or a number, got {value!r}")
+        try:
+            out.append(escape(format(value, spec)))
+        except ValueError as exc:
+            raise ValueError(f"{{{name}:{spec}}}: {exc}") from None
+    out.append(escape(template[pos:]))
+    return "".join(out)

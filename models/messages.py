@@ -69,7 +69,9 @@ class Reading:
     """One sample of one series.
 
     ``ts`` is the source timestamp (seconds since the Unix epoch) as the equipment stamped it;
-    ``received_ts`` is when the gateway got it, so clock skew stays visible.
+    ``received_ts`` is when the gateway got it, so clock skew stays visible. ``server_ts`` is
+    the OPC UA server's timestamp when the server gave one. ``backfilled`` marks a sample
+    recovered from the device's history after a gap rather than received live.
 
     Examples:
         >>> r = Reading(SeriesKey("line1", "coater", "lane03_A", "areal_weight"), 1.7e9, 20.1)
@@ -82,6 +84,8 @@ class Reading:
     value: float
     quality: Quality = Quality.GOOD
     received_ts: float | None = None
+    server_ts: float | None = None
+    backfilled: bool = False
 
     @property
     def usable(self) -> bool:

@@ -65,7 +65,13 @@ def _key(k: SeriesKey) -> list[str]:
 def _item(kind: Kind, item: Any) -> Any:
     if kind is Kind.TELEMETRY:
         r: Reading = item
-        return [_key(r.key), r.ts, _num(r.value), r.quality.value, r.received_ts]
+        out = [_key(r.key), r.ts, _num(r.value), r.quality.value, r.received_ts]
+        # Added later, written only when set, so most items keep their five elements.
+        if r.backfilled:
+            out += [r.server_ts, 1]
+        elif r.server_ts is not None:
+            out.append(r.server_ts)
+        return out
     if kind is Kind.STATS:
         s: Stats = item
         return {
@@ -184,14 +190,26 @@ def _dkey(x: Any) -> SeriesKey:
 
 
 def _dreading(x: Any) -> Reading:
-    if not isinstance(x, list) or len(x) != 5:
-        raise WireError(f"a telemetry item must be a 5-element list, got {x!r}")
-    key, ts, value, quality, received = x
+    if not isinstance(x, list) or not 5 <= len(x) <= 7:
+        raise WireError(
+            "a telemetry item must be a 5-element list [key, ts, value, quality, received_ts] "
+            f"(6 or 7 with server_ts and backfilled), got {x!r}"
+        )
+    key, ts, value, quality, received, *more = x
     try:
         q = Quality(quality)
     except ValueError:
         raise WireError(f"quality must be good, uncertain or bad, got {quality!r}") from None
-    return Reading(_dkey(key), _f(ts, "ts"), _fn(value, "value"), q, _fo(received, "received_ts"))
+    server_ts = _fo(more[0], "server_ts") if more else None
+    backfilled = False
+    if len(more) == 2:
+        if more[1] not in (0, 1) or isinstance(more[1], float):
+            raise WireError(f"backfilled must be 0 or 1, got {more[1]!r}")
+        backfilled = bool(more[1])
+    return Reading(
+        _dkey(key), _f(ts, "ts"), _fn(value, "value"), q, _fo(received, "received_ts"),
+        server_ts, backfilled,
+    )
 
 
 def _obj(x: Any, what: str) -> dict[str, Any]:

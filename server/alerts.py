@@ -89,13 +89,25 @@ class Alert:
         """A JSON-ready dict (non-finite numbers as null, times also as ISO 8601 UTC)."""
         k = self.key
         return {
-            "id": self.id, "tag": str(k), "line": k.line, "station": k.station,
-            "equipment": k.equipment, "param": k.param, "rule": self.rule,
-            "status": self.status.value, "first_ts": self.first_ts, "last_ts": self.last_ts,
-            "first_time": _iso(self.first_ts), "last_time": _iso(self.last_ts),
-            "count": self.count, "last_value": _num(self.last_value),
-            "limit": _num(self.limit), "direction": self.direction, "message": self.message,
-            "acked_ts": self.acked_ts, "closed_ts": self.closed_ts,
+            "id": self.id,
+            "tag": str(k),
+            "line": k.line,
+            "station": k.station,
+            "equipment": k.equipment,
+            "param": k.param,
+            "rule": self.rule,
+            "status": self.status.value,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "first_time": _iso(self.first_ts),
+            "last_time": _iso(self.last_ts),
+            "count": self.count,
+            "last_value": _num(self.last_value),
+            "limit": _num(self.limit),
+            "direction": self.direction,
+            "message": self.message,
+            "acked_ts": self.acked_ts,
+            "closed_ts": self.closed_ts,
         }
 
 

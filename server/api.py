@@ -22,8 +22,8 @@ from fastapi.responses import HTMLResponse
 
 from models.messages import Stats
 from server.alerts import Alert, AlertBook, AlertStateError, AlertStatus, UnknownAlertError
-from server.influx import InfluxWriter
 from server.ingest import Ingest
+from server.writer import SeriesWriter
 
 __all__ = ["ApiState", "create_app"]
 
@@ -34,7 +34,7 @@ class ApiState:
 
     alerts: AlertBook
     ingest: Ingest
-    influx: InfluxWriter | None
+    writer: SeriesWriter | None
     title: str = "cellwatch"
 
 
@@ -45,9 +45,18 @@ def _num(x: float | None) -> float | None:
 def _series(s: Stats) -> dict[str, Any]:
     k = s.key
     return {
-        "tag": str(k), "line": k.line, "station": k.station, "equipment": k.equipment,
-        "param": k.param, "ts": s.ts_end, "count": s.count, "bad": s.bad, "mean": _num(s.mean),
-        "statistic": _num(s.statistic), "lcl": _num(s.lcl), "ucl": _num(s.ucl),
+        "tag": str(k),
+        "line": k.line,
+        "station": k.station,
+        "equipment": k.equipment,
+        "param": k.param,
+        "ts": s.ts_end,
+        "count": s.count,
+        "bad": s.bad,
+        "mean": _num(s.mean),
+        "statistic": _num(s.statistic),
+        "lcl": _num(s.lcl),
+        "ucl": _num(s.ucl),
     }
 
 
@@ -55,13 +64,22 @@ def _health(state: ApiState) -> dict[str, Any]:
     now = time.monotonic()
     edges = {
         edge_id: {
-            "age_s": round(now - rep.received_monotonic, 3), "ts": rep.status.ts,
-            "uptime_s": rep.status.uptime_s, "published": rep.status.published,
-            "pending": rep.status.pending, "dropped": rep.status.dropped,
+            "age_s": round(now - rep.received_monotonic, 3),
+            "ts": rep.status.ts,
+            "uptime_s": rep.status.uptime_s,
+            "published": rep.status.published,
+            "pending": rep.status.pending,
+            "dropped": rep.status.dropped,
             "detections": rep.status.detections,
             "sources": [
-                {"source": s.source, "state": s.state, "readings": s.readings,
-                 "rejected": s.rejected, "bad_quality": s.bad_quality, "last_error": s.last_error}
+                {
+                    "source": s.source,
+                    "state": s.state,
+                    "readings": s.readings,
+                    "rejected": s.rejected,
+                    "bad_quality": s.bad_quality,
+                    "last_error": s.last_error,
+                }
                 for s in rep.status.sources
             ],
         }
@@ -71,7 +89,7 @@ def _health(state: ApiState) -> dict[str, Any]:
         "status": "ok",
         "broker_connected": state.ingest.connected,
         "counters": state.ingest.counters(),
-        "influx": None if state.influx is None else state.influx.counters(),
+        "series": None if state.writer is None else state.writer.counters(),
         "edges": edges,
     }
 
@@ -141,7 +159,12 @@ def _fmt(x: float | None) -> str:
 
 def _alert_row(a: Alert) -> str:
     cells = (
-        str(a.key), a.rule, a.status.value, _time(a.first_ts), _time(a.last_ts), str(a.count),
+        str(a.key),
+        a.rule,
+        a.status.value,
+        _time(a.first_ts),
+        _time(a.last_ts),
+        str(a.count),
         a.message,
     )
     tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)

@@ -1,14 +1,14 @@
-"""The central server as one object: store, ingest, InfluxDB writer and HTTP API together.
+"""The central server as one object: store, ingest, series writer and HTTP API together.
 
 `CentralServer` is an async context manager so its whole lifetime is one ``async with``: it
-opens the SQLite store, starts the InfluxDB writer (when a URL is configured), subscribes to
-the broker and serves the API with uvicorn as a task on the same event loop (one thread owns
-all state). It binds the listening socket itself before handing it to uvicorn, so port 0 works
-(``url`` names the port actually bound) and a port already in use fails at once with a
-`ServerError` naming host and port, instead of a uvicorn log line and ``sys.exit``. Start
-waits (briefly) for the broker subscription, so what edges publish from then on is received.
-Exit stops
-the API, then ingest, then flushes InfluxDB and closes the store, within about a second.
+opens the SQLite store, starts the series writer (InfluxDB 1.x or 2.x when a URL is
+configured, else the embedded SQLite series file), subscribes to the broker and serves the
+API with uvicorn as a task on the same event loop (one thread owns all state). It binds the
+listening socket itself before handing it to uvicorn, so port 0 works (``url`` names the
+port actually bound) and a port already in use fails at once with a `ServerError` naming
+host and port, instead of a uvicorn log line and ``sys.exit``. Start waits (briefly) for the
+broker subscription, so what edges publish from then on is received. Exit stops the API,
+then ingest, then flushes the writer and closes the store, within about a second.
 """
 
 from __future__ import annotations
@@ -27,11 +27,15 @@ import uvicorn
 from models.plant import PlantConfig
 from server.alerts import AlertBook
 from server.api import ApiState, create_app
-from server.influx import InfluxWriter
+from server.embedded import SeriesFile, series_path_for
+from server.influx1 import Influx1Sink
+from server.influx2 import Influx2Sink
 from server.ingest import Ingest
+from server.sink import Sink
 from server.store import Store
+from server.writer import SeriesWriter
 
-__all__ = ["CentralServer", "ServerError"]
+__all__ = ["CentralServer", "ServerError", "make_sink"]
 
 log = logging.getLogger("cellwatch.server.app")
 
@@ -69,15 +73,36 @@ async def _wait_started(server: uvicorn.Server, task: asyncio.Task[None]) -> Non
         await asyncio.sleep(0.01)
 
 
+def make_sink(cfg: PlantConfig) -> Sink:
+    """The sink the configuration names: InfluxDB 1.x, 2.x, or the embedded series file."""
+    influx = cfg.influxdb
+    if influx.url is None:
+        return SeriesFile(influx.series_path or series_path_for(cfg.server.db_path))
+    if influx.version == 2:
+        return Influx2Sink(influx)
+    return Influx1Sink(influx)
+
+
 class CentralServer:
     """Runs the central server for one plant configuration.
 
-    ``client_id`` names the MQTT client (default: unique per process and instance).
+    ``client_id`` names the MQTT client (default: `server.ingest.default_client_id`, stable
+    across restarts so the broker resumes the session); ``share_group`` and ``mqtt5`` are
+    passed to `server.ingest.Ingest`.
     """
 
-    def __init__(self, cfg: PlantConfig, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: PlantConfig,
+        *,
+        client_id: str | None = None,
+        share_group: str | None = None,
+        mqtt5: bool = False,
+    ) -> None:
         self.cfg = cfg
         self._client_id = client_id
+        self._share_group = share_group
+        self._mqtt5 = mqtt5
         self._stack: AsyncExitStack | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._serve: asyncio.Task[None] | None = None
@@ -85,7 +110,7 @@ class CentralServer:
         self.store: Store | None = None
         self.alerts: AlertBook | None = None
         self.ingest: Ingest | None = None
-        self.influx: InfluxWriter | None = None
+        self.writer: SeriesWriter | None = None
 
     @property
     def url(self) -> str:
@@ -101,15 +126,25 @@ class CentralServer:
         out: dict[str, Any] = dict(self.ingest.counters())
         out["broker_connected"] = self.ingest.connected
         out["alerts"] = [
-            {"id": a.id, "tag": str(a.key), "rule": a.rule, "status": a.status.value,
-             "first_ts": a.first_ts, "last_ts": a.last_ts, "count": a.count,
-             "message": a.message}
+            {
+                "id": a.id,
+                "tag": str(a.key),
+                "rule": a.rule,
+                "status": a.status.value,
+                "first_ts": a.first_ts,
+                "last_ts": a.last_ts,
+                "count": a.count,
+                "message": a.message,
+            }
             for a in reversed(self.alerts.select())
         ]
-        influx = self.influx
-        out["points_written"] = 0 if influx is None else influx.points_written
-        out["write_errors"] = 0 if influx is None else influx.write_errors
-        out["points_pending"] = 0 if influx is None else influx.pending
+        w = self.writer
+        out["series_sink"] = None if w is None else w.sink.name
+        out["points_written"] = 0 if w is None else w.points_written
+        out["write_errors"] = 0 if w is None else w.write_errors
+        out["points_pending"] = 0 if w is None else w.pending
+        out["points_refused"] = 0 if w is None else w.points_refused
+        out["points_rejected"] = 0 if w is None else w.points_rejected
         return out
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
@@ -126,17 +161,38 @@ class CentralServer:
             stack.callback(sock.close)
             self.store = stack.enter_context(Store(cfg.server.db_path))
             self.alerts = AlertBook(self.store)
-            if cfg.influxdb.url is not None:
-                self.influx = await stack.enter_async_context(InfluxWriter(cfg.influxdb))
+            influx = cfg.influxdb
+            self.writer = await stack.enter_async_context(
+                SeriesWriter(
+                    make_sink(cfg),
+                    batch_size=influx.batch_size,
+                    flush_interval_s=influx.flush_interval_s,
+                    max_pending=influx.max_pending,
+                )
+            )
             self.ingest = await stack.enter_async_context(
-                Ingest(cfg, self.store, self.alerts, self.influx, client_id=self._client_id)
+                Ingest(
+                    cfg,
+                    self.store,
+                    self.alerts,
+                    self.writer,
+                    client_id=self._client_id,
+                    share_group=self._share_group,
+                    mqtt5=self._mqtt5,
+                )
             )
             title = f"cellwatch · {cfg.site.name or cfg.site.id}"
-            app = create_app(ApiState(self.alerts, self.ingest, self.influx, title))
+            app = create_app(ApiState(self.alerts, self.ingest, self.writer, title))
             host, port = sock.getsockname()[:2]
             config = uvicorn.Config(
-                app, host=host, port=port, log_level="warning", lifespan="off",
-                log_config=None, access_log=False, timeout_graceful_shutdown=1,
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=1,
             )
             server = self._uvicorn = uvicorn.Server(config)
             stack.push_async_callback(self._stop_api)
@@ -145,13 +201,14 @@ class CentralServer:
             )
             await _wait_started(server, task)
             try:
-                # Envelopes published before the subscription exists are not kept for us (the
-                # session is clean), so a reachable broker is waited for; an unreachable one
-                # is not: paho keeps trying and the API serves meanwhile.
+                # Envelopes published before our first subscription exists are not kept for
+                # us, so a reachable broker is waited for; an unreachable one is not: paho
+                # keeps trying and the API serves meanwhile.
                 await self.ingest.wait_subscribed(_SUBSCRIBE_WAIT_S)
             except TimeoutError:
-                log.warning("broker %s not reachable yet; serving the API and retrying",
-                            cfg.broker.url)
+                log.warning(
+                    "broker %s not reachable yet; serving the API and retrying", cfg.broker.url
+                )
         except BaseException:
             await stack.aclose()
             self._clear()
@@ -194,4 +251,4 @@ class CentralServer:
         self.store = None
         self.alerts = None
         self.ingest = None
-        self.influx = None
+        self.writer = None

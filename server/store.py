@@ -4,9 +4,11 @@ SQLite because the server must keep alerts and its deduplication memory across r
 nothing installed, and one file is easy to back up. One connection, used only from the asyncio
 thread (every call is a short local transaction, so it does not stall the loop in practice),
 in WAL mode so a backup or an inspecting ``sqlite3`` shell can read while the server writes.
-`transaction` groups the writes of one envelope, so an envelope is marked seen together with
-what it carried, or not at all. A partial unique index keeps at most one active alert per
-series and rule, whatever the calling code does.
+`transaction` groups the writes of one envelope, so an envelope is marked received together
+with the detections it carried, or not at all; it is marked stored once its points are in the
+series store (the memory for deduplication, bounded per edge: `server.dedup`). A partial
+unique index keeps at most one active alert per series and rule, whatever the calling code
+does.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ CREATE TABLE IF NOT EXISTS seen (
     edge_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     received_ts REAL NOT NULL,
+    stored INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (edge_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts (
@@ -71,17 +74,26 @@ CREATE INDEX IF NOT EXISTS detections_by_series
 """
 
 _ALERT_COLUMNS = (
-    'id, line, station, equipment, param, rule, status, first_ts, last_ts, count, last_value, '
+    "id, line, station, equipment, param, rule, status, first_ts, last_ts, count, last_value, "
     '"limit", direction, message, acked_ts, closed_ts'
 )
 
 
 def _alert(row: tuple) -> Alert:
     return Alert(
-        id=row[0], key=SeriesKey(row[1], row[2], row[3], row[4]), rule=row[5],
-        status=AlertStatus(row[6]), first_ts=row[7], last_ts=row[8], count=row[9],
-        last_value=row[10], limit=row[11], direction=row[12], message=row[13],
-        acked_ts=row[14], closed_ts=row[15],
+        id=row[0],
+        key=SeriesKey(row[1], row[2], row[3], row[4]),
+        rule=row[5],
+        status=AlertStatus(row[6]),
+        first_ts=row[7],
+        last_ts=row[8],
+        count=row[9],
+        last_value=row[10],
+        limit=row[11],
+        direction=row[12],
+        message=row[13],
+        acked_ts=row[14],
+        closed_ts=row[15],
     )
 
 
@@ -90,7 +102,7 @@ class Store:
 
     Examples:
         >>> with Store(":memory:") as s:
-        ...     s.mark_seen("gw1", 1, 0.0), s.mark_seen("gw1", 1, 0.0)
+        ...     s.mark_received("gw1", 1, 0.0), s.mark_received("gw1", 1, 0.0)
         (True, False)
     """
 
@@ -104,6 +116,9 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(seen)")}
+            if "stored" not in columns:  # a file from before envelopes were acknowledged late
+                self._db.execute("ALTER TABLE seen ADD COLUMN stored INTEGER NOT NULL DEFAULT 1")
         except sqlite3.Error:
             self._db.close()
             raise
@@ -141,15 +156,48 @@ class Store:
         finally:
             self._depth = 0
 
-    # -- deduplication -------------------------------------------------------------------------
+    # -- deduplication ---------------------------------------------------------------------
 
-    def mark_seen(self, edge_id: str, seq: int, received_ts: float) -> bool:
-        """Record an envelope; False when ``(edge_id, seq)`` was seen before (a duplicate)."""
+    def mark_received(self, edge_id: str, seq: int, received_ts: float) -> bool:
+        """Record that an envelope arrived; False when it arrived before (its alerts counted).
+
+        An envelope is received, then stored (`mark_stored`) once its points are in the series
+        store. One received but not stored came before a restart: its detections were applied
+        to the alerts then, its points must still be written.
+        """
         cur = self._db.execute(
             "INSERT OR IGNORE INTO seen (edge_id, seq, received_ts) VALUES (?, ?, ?)",
             (edge_id, seq, received_ts),
         )
         return cur.rowcount == 1
+
+    def mark_stored(self, keys: list[tuple[str, int, float]]) -> None:
+        """Record envelopes ``(edge_id, seq, received_ts)`` whose points are stored."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO seen (edge_id, seq, received_ts, stored) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (edge_id, seq) DO UPDATE SET stored = 1",
+                keys,
+            )
+
+    def stored_window(self, window: int) -> list[tuple[str, int]]:
+        """Stored envelopes within ``window`` of each edge's highest stored one."""
+        return [
+            (r[0], int(r[1]))
+            for r in self._db.execute(
+                "SELECT s.edge_id, s.seq FROM seen s JOIN (SELECT edge_id, max(seq) AS top "
+                "FROM seen WHERE stored = 1 GROUP BY edge_id) t ON s.edge_id = t.edge_id "
+                "WHERE s.stored = 1 AND s.seq > t.top - ?",
+                (window,),
+            )
+        ]
+
+    def prune_seen(self, edge_id: str, floor: int) -> int:
+        """Forget stored envelopes of an edge at or below ``floor``; returns how many."""
+        cur = self._db.execute(
+            "DELETE FROM seen WHERE edge_id = ? AND seq <= ? AND stored = 1", (edge_id, floor)
+        )
+        return cur.rowcount
 
     def seen_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
@@ -162,12 +210,25 @@ class Store:
         """Keep one detection with where it came from and the alert it counted towards."""
         k = d.key
         cur = self._db.execute(
-            'INSERT INTO detections (edge_id, line, station, equipment, param, ts, rule, value, '
+            "INSERT INTO detections (edge_id, line, station, equipment, param, ts, rule, value, "
             '"limit", direction, center, sigma, message, received_ts, alert_id) '
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                edge_id, k.line, k.station, k.equipment, k.param, d.ts, d.rule, d.value, d.limit,
-                d.direction, d.center, d.sigma, d.message, received_ts, alert_id,
+                edge_id,
+                k.line,
+                k.station,
+                k.equipment,
+                k.param,
+                d.ts,
+                d.rule,
+                d.value,
+                d.limit,
+                d.direction,
+                d.center,
+                d.sigma,
+                d.message,
+                received_ts,
+                alert_id,
             ),
         )
         return int(cur.lastrowid or 0)
@@ -186,9 +247,15 @@ class Store:
         for r in self._db.execute(sql + " ORDER BY id", args):
             nan = float("nan")
             d = Detection(
-                SeriesKey(r[1], r[2], r[3], r[4]), r[5], r[6],
-                nan if r[7] is None else r[7], nan if r[8] is None else r[8], r[9],
-                nan if r[10] is None else r[10], nan if r[11] is None else r[11], r[12],
+                SeriesKey(r[1], r[2], r[3], r[4]),
+                r[5],
+                r[6],
+                nan if r[7] is None else r[7],
+                nan if r[8] is None else r[8],
+                r[9],
+                nan if r[10] is None else r[10],
+                nan if r[11] is None else r[11],
+                r[12],
             )
             out.append((r[0], d, r[13]))
         return out
@@ -218,8 +285,17 @@ class Store:
             'last_ts, count, last_value, "limit", direction, message) '
             "VALUES (?, ?, ?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?)",
             (
-                k.line, k.station, k.equipment, k.param, d.rule, d.ts, d.ts, d.value, d.limit,
-                d.direction, d.message,
+                k.line,
+                k.station,
+                k.equipment,
+                k.param,
+                d.rule,
+                d.ts,
+                d.ts,
+                d.value,
+                d.limit,
+                d.direction,
+                d.message,
             ),
         )
         return self._must(int(cur.lastrowid or 0))
@@ -228,7 +304,7 @@ class Store:
         """Count one more detection on an alert and keep its latest value and message."""
         self._db.execute(
             "UPDATE alerts SET count = count + 1, last_ts = max(last_ts, ?), "
-            "first_ts = min(first_ts, ?), last_value = ?, \"limit\" = ?, direction = ?, "
+            'first_ts = min(first_ts, ?), last_value = ?, "limit" = ?, direction = ?, '
             "message = ? WHERE id = ?",
             (d.ts, d.ts, d.value, d.limit, d.direction, d.message, alert_id),
         )

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -93,6 +94,7 @@ class FormationPublisher:
         self._acked_messages = 0
         self._queued_samples = 0
         self._dropped_samples = 0
+        self._drop_logged = -1e9
         self._started = False
         self.connected = threading.Event()
 
@@ -192,7 +194,15 @@ class FormationPublisher:
         with self._lock:
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 self._dropped_samples += values
-                log.warning("MQTT queue full: dropped %d samples on %s", values, topic)
+                # Once a second at most: a full queue drops thousands of messages a second.
+                now = time.monotonic()
+                if now - self._drop_logged >= 1.0:
+                    self._drop_logged = now
+                    log.warning(
+                        "MQTT queue full: dropping (%d samples dropped so far; last on %s)",
+                        self._dropped_samples,
+                        topic,
+                    )
                 return False
             self._queued_samples += values
             if info.mid in self._early_acks:

@@ -1,8 +1,9 @@
 """The simulator as a Sparkplug B edge node: meters and other devices published over MQTT.
 
 Many plants put their meters and small devices behind a Sparkplug B edge node rather than an
-OPC UA server, so cellwatch has to read Sparkplug as well, and the simulator speaks it. The
-protobuf schema comes from ``esio-spb-builder``; the session rules of Sparkplug 3.0 are kept
+OPC UA server, so cellwatch has to read Sparkplug as well, and the simulator speaks it. Topics
+and payloads come from `models.sparkplug`, the codec the gateway's host source reads them with
+(the protobuf schema is ``esio-spb-builder``'s); the session rules of Sparkplug 3.0 are kept
 here, because they are what a host relies on:
 
 * topics ``spBv1.0/{group}/{NBIRTH|NDEATH|DBIRTH|DDEATH|DDATA|NCMD|...}/{edge node}[/{device}]``;
@@ -49,14 +50,33 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from esio_spb_builder import MetricDataType
-from esio_spb_builder.core import sparkplug_b_pb2
-from google.protobuf.message import DecodeError
 
+# Imported here, not only by the codec, so that a missing extra shows when the simulator
+# loads this module (it turns the ImportError into an explanation) rather than mid-session.
+from esio_spb_builder import MetricDataType
+
+from models.sparkplug import (
+    BD_SEQ,
+    ENG_UNIT,
+    MESSAGE_TYPES,
+    NAMESPACE,
+    PUBLISHABLE,
+    REBIRTH,
+    MetricValue,
+    SparkplugMetric,
+    SparkplugPayload,
+    SparkplugTopic,
+    check_id,
+    datatype_name,
+    decode_payload,
+    encode_payload,
+    parse_topic,
+    sparkplug_topic,
+)
 from sim.mqtt_publisher import parse_broker_url
 
 __all__ = [
@@ -79,34 +99,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Topic namespace of Sparkplug B.
-NAMESPACE = "spBv1.0"
-#: Message types of an edge node's topics (the host's STATE topic has another layout).
-MESSAGE_TYPES = ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD")
-#: Name of the birth/death sequence metric in NBIRTH and NDEATH.
-BD_SEQ = "bdSeq"
-#: Name of the node control metric a host sets true to ask for new births.
-REBIRTH = "Node Control/Rebirth"
-#: Metric property holding the engineering unit.
-ENG_UNIT = "engUnit"
-
-#: A decoded metric or property value (None for null or a type not decoded here).
-MetricValue = bool | int | float | str | bytes | None
-
 _DT = MetricDataType
-#: Datatype names by enum value, for messages.
-_TYPE_NAMES = {v: k for k, v in vars(MetricDataType).items() if isinstance(v, int)}
-#: Bits of the signed and unsigned integer types; up to 32 bits travel in ``int_value``.
-_SIGNED_BITS = {_DT.Int8: 8, _DT.Int16: 16, _DT.Int32: 32, _DT.Int64: 64}
-_UNSIGNED_BITS = {_DT.UInt8: 8, _DT.UInt16: 16, _DT.UInt32: 32, _DT.UInt64: 64, _DT.DateTime: 64}
-_STRINGS = {_DT.String, _DT.Text, _DT.UUID}
-_BYTES = {_DT.Bytes, _DT.File}
-#: Datatypes a ``MetricSpec`` may use: the scalar ones a numeric device value fits.
-PUBLISHABLE = frozenset({*_SIGNED_BITS, *_UNSIGNED_BITS, _DT.Float, _DT.Double, _DT.Boolean})
-#: Property types that are not scalars (sparkplug_b.proto, enum DataType).
-_PROPERTY_SET = 20
-_PROPERTY_SET_LIST = 21
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,258 +114,12 @@ class MetricSpec:
         if not self.name:
             raise ValueError("metric name must not be empty")
         if self.datatype not in PUBLISHABLE:
-            allowed = ", ".join(f"{_TYPE_NAMES[t]}={t}" for t in sorted(PUBLISHABLE))
+            allowed = ", ".join(f"{datatype_name(t)}={t}" for t in sorted(PUBLISHABLE))
+            name = datatype_name(self.datatype)
             raise ValueError(
                 f"datatype of metric {self.name!r} must be one of {allowed}, "
-                f"got {self.datatype} ({_TYPE_NAMES.get(self.datatype, 'not a datatype')})"
+                f"got {self.datatype} ({'not a datatype' if name == 'unknown' else name})"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class SparkplugMetric:
-    """A metric as carried in a payload; ``value`` None is a null (or a type not decoded)."""
-
-    name: str | None
-    alias: int | None
-    timestamp: int | None
-    datatype: int | None
-    value: MetricValue
-    properties: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class SparkplugPayload:
-    """A Sparkplug B payload: send time (ms), sequence number (None in an NDEATH), metrics."""
-
-    timestamp: int | None
-    seq: int | None
-    metrics: tuple[SparkplugMetric, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SparkplugTopic:
-    """The parts of an edge node's topic; ``device_id`` is None for node messages."""
-
-    namespace: str
-    group_id: str
-    message_type: str
-    edge_node_id: str
-    device_id: str | None
-
-
-def _check_id(what: str, value: str) -> None:
-    if not value or any(c in value for c in "/+#"):
-        raise ValueError(f"{what} must be non-empty without '/', '+' or '#', got {value!r}")
-
-
-def sparkplug_topic(
-    group_id: str, message_type: str, edge_node_id: str, device_id: str | None = None
-) -> str:
-    """Topic of a node (``device_id`` None) or device message.
-
-    >>> sparkplug_topic("cellwatch", "NBIRTH", "line1-sim")
-    'spBv1.0/cellwatch/NBIRTH/line1-sim'
-    """
-    if message_type not in MESSAGE_TYPES:
-        raise ValueError(f"message_type must be one of {MESSAGE_TYPES}, got {message_type!r}")
-    _check_id("group_id", group_id)
-    _check_id("edge_node_id", edge_node_id)
-    if message_type.startswith("D") != (device_id is not None):
-        raise ValueError(
-            f"{message_type} topics {'need' if device_id is None else 'take no'} "
-            f"device_id, got {device_id!r}"
-        )
-    if device_id is None:
-        return f"{NAMESPACE}/{group_id}/{message_type}/{edge_node_id}"
-    _check_id("device_id", device_id)
-    return f"{NAMESPACE}/{group_id}/{message_type}/{edge_node_id}/{device_id}"
-
-
-def parse_topic(topic: str) -> SparkplugTopic:
-    """Split an edge node's Sparkplug B topic; a ValueError says what is wrong with it."""
-    parts = topic.split("/")
-    if parts[0] != NAMESPACE:
-        raise ValueError(f"Sparkplug B topic {topic!r} must start with {NAMESPACE}/")
-    if len(parts) >= 2 and parts[1] == "STATE":
-        raise ValueError(f"topic {topic!r} is a host application's STATE topic, not a node's")
-    if len(parts) < 4 or parts[2] not in MESSAGE_TYPES:
-        raise ValueError(
-            f"topic {topic!r} must look like {NAMESPACE}/GROUP/TYPE/EDGE_NODE[/DEVICE] "
-            f"with TYPE one of {MESSAGE_TYPES}"
-        )
-    message_type = parts[2]
-    expected = 5 if message_type.startswith("D") else 4
-    if len(parts) != expected:
-        raise ValueError(
-            f"{message_type} topic {topic!r} must have {expected} levels, got {len(parts)}"
-        )
-    device = parts[4] if expected == 5 else None
-    for what, value in (("group_id", parts[1]), ("edge_node_id", parts[3]), ("device_id", device)):
-        if value is not None and (not value or "+" in value or "#" in value):
-            raise ValueError(f"{what} in topic {topic!r} must be non-empty without wildcards")
-    return SparkplugTopic(NAMESPACE, parts[1], message_type, parts[3], device)
-
-
-def _set_value(msg: Any, datatype: int, value: MetricValue, where: str) -> None:
-    """Put ``value`` in the protobuf value field of ``datatype`` (a Metric or PropertyValue)."""
-    where = f"{where}: datatype {datatype} ({_TYPE_NAMES.get(datatype, 'unknown')})"
-    if datatype in _SIGNED_BITS or datatype in _UNSIGNED_BITS:
-        signed = datatype in _SIGNED_BITS
-        bits = _SIGNED_BITS[datatype] if signed else _UNSIGNED_BITS[datatype]
-        low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{where} needs an int in {low}..{high}, got {value!r}")
-        # Two's complement in the field's width (uint32 up to 32 bits, else uint64).
-        if bits <= 32:
-            msg.int_value = value & 0xFFFFFFFF
-        else:
-            msg.long_value = value & 0xFFFFFFFFFFFFFFFF
-    elif datatype in (_DT.Float, _DT.Double):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where} needs a number, got {value!r}")
-        if datatype == _DT.Float:
-            msg.float_value = float(value)
-        else:
-            msg.double_value = float(value)
-    elif datatype == _DT.Boolean:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where} needs a bool, got {value!r}")
-        msg.boolean_value = value
-    elif datatype in _STRINGS:
-        if not isinstance(value, str):
-            raise ValueError(f"{where} needs a str, got {value!r}")
-        msg.string_value = value
-    elif datatype in _BYTES and hasattr(msg, "bytes_value"):
-        if not isinstance(value, bytes):
-            raise ValueError(f"{where} needs bytes, got {value!r}")
-        msg.bytes_value = value
-    else:
-        raise ValueError(f"{where} is not encoded here")
-
-
-def _get_value(msg: Any, datatype: int | None) -> MetricValue:
-    """The value of a Metric or PropertyValue; integers are signed again by their datatype."""
-    which = msg.WhichOneof("value")
-    if which is None or msg.is_null:
-        return None
-    raw = getattr(msg, which)
-    if which in ("int_value", "long_value"):
-        bits = _SIGNED_BITS.get(datatype, 0) if datatype is not None else 0
-        if bits:
-            # The low ``bits`` bits are the value, whether the sender sign-extended to the
-            # field width or not.
-            raw &= (1 << bits) - 1
-            if raw >= 1 << (bits - 1):
-                raw -= 1 << bits
-        return int(raw)
-    if which in ("float_value", "double_value"):
-        return float(raw)
-    if which in ("boolean_value", "string_value", "bytes_value"):
-        return raw
-    return None  # DataSet, Template and extensions are not decoded
-
-
-def _property_value(value: Any, msg: Any, where: str) -> None:
-    if isinstance(value, Mapping):
-        msg.type = _PROPERTY_SET
-        _fill_properties(msg.propertyset_value, value, where)
-    elif isinstance(value, bool):
-        msg.type = _DT.Boolean
-        msg.boolean_value = value
-    elif isinstance(value, int):
-        msg.type = _DT.Int64
-        _set_value(msg, _DT.Int64, value, where)
-    elif isinstance(value, float):
-        msg.type = _DT.Double
-        msg.double_value = value
-    elif isinstance(value, str):
-        msg.type = _DT.String
-        msg.string_value = value
-    else:
-        raise ValueError(
-            f"{where}: a property must be a bool, int, float, str or mapping, got {value!r}"
-        )
-
-
-def _fill_properties(pset: Any, properties: Mapping[str, Any], where: str) -> None:
-    for key, value in properties.items():
-        pset.keys.append(key)
-        _property_value(value, pset.values.add(), f"{where} property {key!r}")
-
-
-def _read_properties(pset: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in zip(pset.keys, pset.values, strict=False):
-        if value.type == _PROPERTY_SET:
-            out[key] = _read_properties(value.propertyset_value)
-        elif value.type == _PROPERTY_SET_LIST:
-            out[key] = [_read_properties(p) for p in value.propertysets_value.propertyset]
-        else:
-            out[key] = _get_value(value, value.type)
-    return out
-
-
-def encode_payload(payload: SparkplugPayload, *, with_datatypes: bool = True) -> bytes:
-    """Serialise ``payload``; ``with_datatypes`` False leaves the datatype out of each metric
-    (the value still goes in the field its datatype names), as Sparkplug asks of DATA
-    messages. A metric with value None is sent as null."""
-    msg = sparkplug_b_pb2.Payload()
-    if payload.timestamp is not None:
-        msg.timestamp = payload.timestamp
-    if payload.seq is not None:
-        msg.seq = payload.seq
-    for m in payload.metrics:
-        where = f"metric {m.name if m.name is not None else m.alias!r}"
-        out = msg.metrics.add()
-        if m.name is not None:
-            out.name = m.name
-        if m.alias is not None:
-            out.alias = m.alias
-        if m.timestamp is not None:
-            out.timestamp = m.timestamp
-        if m.datatype is None:
-            raise ValueError(f"{where}: datatype is needed to encode a metric")
-        if with_datatypes:
-            out.datatype = m.datatype
-        if m.value is None:
-            out.is_null = True
-        else:
-            _set_value(out, m.datatype, m.value, where)
-        if m.properties:
-            _fill_properties(out.properties, m.properties, where)
-    return bytes(msg.SerializeToString())
-
-
-def decode_payload(data: bytes, datatypes: Mapping[int, int] | None = None) -> SparkplugPayload:
-    """Parse a Sparkplug B payload. ``datatypes`` maps alias to datatype, from the birth, for
-    metrics that carry none (as in DATA messages); without it their integers stay unsigned."""
-    msg = sparkplug_b_pb2.Payload()
-    try:
-        msg.ParseFromString(data)
-    except DecodeError as exc:
-        raise ValueError(f"not a Sparkplug B payload: {exc}") from None
-    metrics = []
-    for m in msg.metrics:
-        alias = m.alias if m.HasField("alias") else None
-        if m.HasField("datatype"):
-            datatype: int | None = m.datatype
-        else:
-            datatype = None if datatypes is None or alias is None else datatypes.get(alias)
-        metrics.append(
-            SparkplugMetric(
-                name=m.name if m.HasField("name") else None,
-                alias=alias,
-                timestamp=m.timestamp if m.HasField("timestamp") else None,
-                datatype=datatype,
-                value=_get_value(m, datatype),
-                properties=_read_properties(m.properties) if m.HasField("properties") else {},
-            )
-        )
-    return SparkplugPayload(
-        timestamp=msg.timestamp if msg.HasField("timestamp") else None,
-        seq=msg.seq if msg.HasField("seq") else None,
-        metrics=tuple(metrics),
-    )
 
 
 def _coerce(spec: MetricSpec, value: float, device: str) -> MetricValue:
@@ -413,14 +160,14 @@ class SparkplugPublisher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.host, self.port = parse_broker_url(broker_url)
-        _check_id("group_id", group_id)
-        _check_id("edge_node_id", edge_node_id)
+        check_id("group_id", group_id)
+        check_id("edge_node_id", edge_node_id)
         self.group_id = group_id
         self.edge_node_id = edge_node_id
         self._specs: dict[str, dict[str, MetricSpec]] = {}
         self._aliases: dict[tuple[str, str], int] = {}
         for device, specs in devices.items():
-            _check_id("device id", device)
+            check_id("device id", device)
             if not specs:
                 raise ValueError(f"device {device!r} must have at least one metric")
             by_name: dict[str, MetricSpec] = {}

@@ -8,7 +8,16 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["edge.framer", "edge.payload", "edge.mqtt_source"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "edge.framer",
+        "edge.payload",
+        "edge.mqtt_source",
+        "edge.mqtt_session",
+        "edge.sparkplug_source",
+    ],
+)
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0

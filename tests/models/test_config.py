@@ -55,7 +55,7 @@ def test_broken_file_reports_every_problem_with_line_path_allowed_and_given() ->
         "broken.yaml:17 lines[0].stations[0].params[2].id: must be an identifier of letters, "
         "digits, '_', '.', '-' (no spaces or slashes), got 'web speed'",
         "broken.yaml:18 lines[0].stations[0].params[2].detector.kind: must be one of 'ewma', "
-        "got 'cusum'",
+        "'cusum', 'shewhart' or 'stuck', got 'xbar'",
         "broken.yaml:18 lines[0].stations[0].params[2].detector.lam: must be <= 1.0, got 1.5",
         "broken.yaml:19 lines[0].stations[0].colour: is not a known key (a typo, or an option "
         "that does not exist)",

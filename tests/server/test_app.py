@@ -13,7 +13,7 @@ import pytest
 from models.messages import Detection, EdgeStatus, Envelope, Kind, SeriesKey, Stats
 from models.wire import encode, status_topic, topic
 from server import CentralServer, ServerError
-from tests.server.conftest import Publisher, plant
+from tests.server.conftest import Publisher, plant, vm_export
 from tests.servers import free_port
 from tests.waiting import eventually as until
 
@@ -35,8 +35,9 @@ async def test_api_alerts_dashboard_and_influx(
     mosquitto_url: str, influxdb_url: str, publisher: Publisher
 ) -> None:
     db = f"t_{uuid.uuid4().hex[:12]}"
-    cfg = plant(mosquitto_url, influxdb={"url": influxdb_url, "database": db,
-                                          "flush_interval_s": 0.05})
+    cfg = plant(
+        mosquitto_url, influxdb={"url": influxdb_url, "database": db, "flush_interval_s": 0.05}
+    )
     prefix = cfg.broker.topic_prefix
     threads_before = set(threading.enumerate())
     detection = Detection(KEY, T0 + 1, "ewma", 20.9, 20.7, 1, 20.0, 0.1, "EWMA <above> UCL")
@@ -44,30 +45,42 @@ async def test_api_alerts_dashboard_and_influx(
     async with CentralServer(cfg) as server:
         assert server.url.startswith("http://127.0.0.1:") and not server.url.endswith(":0")
         await server.wait_subscribed(10)
-        publisher.publish(station_topic(prefix, Kind.DETECTION),
-                          encode(Envelope("gw1", 1, Kind.DETECTION, T0, (detection,))))
-        publisher.publish(station_topic(prefix, Kind.STATS),
-                          encode(Envelope("gw1", 2, Kind.STATS, T0, (stats,))))
-        publisher.publish(status_topic(prefix, "plant1", "gw1"), encode(Envelope(
-            "gw1", 3, Kind.STATUS, T0, (EdgeStatus(T0, 5.0, published=3, pending=1),)
-        )))
+        publisher.publish(
+            station_topic(prefix, Kind.DETECTION),
+            encode(Envelope("gw1", 1, Kind.DETECTION, T0, (detection,))),
+        )
+        publisher.publish(
+            station_topic(prefix, Kind.STATS), encode(Envelope("gw1", 2, Kind.STATS, T0, (stats,)))
+        )
+        publisher.publish(
+            status_topic(prefix, "plant1", "gw1"),
+            encode(
+                Envelope("gw1", 3, Kind.STATUS, T0, (EdgeStatus(T0, 5.0, published=3, pending=1),))
+            ),
+        )
         await until(lambda: server.counters()["messages"] == 3, 10, "all three messages")
 
         async with httpx.AsyncClient(base_url=server.url) as http:
             health = (await http.get("/api/health")).json()
             assert health["status"] == "ok" and health["broker_connected"] is True
             assert health["counters"]["detections"] == 1
-            assert health["influx"]["database"] == db
+            assert health["series"]["sink"] == f"influxdb1 {influxdb_url} db={db}"
             edge = health["edges"]["gw1"]
             assert 0 <= edge["age_s"] < 10 and (edge["published"], edge["pending"]) == (3, 1)
 
             [alert] = (await http.get("/api/alerts")).json()
             assert (alert["tag"], alert["rule"], alert["status"], alert["count"]) == (
-                str(KEY), "ewma", "open", 1,
+                str(KEY),
+                "ewma",
+                "open",
+                1,
             )
             [series] = (await http.get("/api/latest")).json()
             assert (series["tag"], series["mean"], series["ucl"], series["count"]) == (
-                str(KEY), 20.5, 20.2, 2,
+                str(KEY),
+                20.5,
+                20.2,
+                2,
             )
 
             page = await http.get("/")
@@ -94,8 +107,16 @@ async def test_api_alerts_dashboard_and_influx(
         await until(lambda: server.counters()["points_written"] == 3, 10, "points in InfluxDB")
         counters = server.counters()
         assert counters["alerts"] == [
-            {"id": alert["id"], "tag": str(KEY), "rule": "ewma", "status": "closed",
-             "first_ts": T0 + 1, "last_ts": T0 + 1, "count": 1, "message": "EWMA <above> UCL"},
+            {
+                "id": alert["id"],
+                "tag": str(KEY),
+                "rule": "ewma",
+                "status": "closed",
+                "first_ts": T0 + 1,
+                "last_ts": T0 + 1,
+                "count": 1,
+                "message": "EWMA <above> UCL",
+            },
         ]
         assert counters["write_errors"] == 0
         started = time.monotonic()
@@ -108,12 +129,58 @@ async def test_api_alerts_dashboard_and_influx(
     assert r.json()["results"][0]["series"][0]["values"][0][1:] == ["ewma", 20.9]
 
 
-async def test_server_without_influx_reports_null(mosquitto_url: str) -> None:
-    async with CentralServer(plant(mosquitto_url)) as server:
+async def test_without_influx_the_series_go_to_the_embedded_file(
+    mosquitto_url: str, publisher: Publisher, tmp_path
+) -> None:
+    cfg = plant(
+        mosquitto_url, server={"port": 0, "db_path": str(tmp_path / "cw.sqlite")}, influxdb={}
+    )
+    stats = Stats(KEY, T0, T0 + 1, 2, 20.5, 20.4, 20.6, 0, 20.45, 19.8, 20.2)
+    async with CentralServer(cfg) as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
             health = (await http.get("/api/health")).json()
-        assert health["influx"] is None and health["edges"] == {}
-        assert server.counters()["points_written"] == 0
+        assert health["series"]["sink"] == f"sqlite {tmp_path / 'cw-series.sqlite'}"
+        assert health["edges"] == {}
+        await server.wait_subscribed(10)
+        publisher.publish(
+            station_topic(cfg.broker.topic_prefix, Kind.STATS),
+            encode(Envelope("gw1", 1, Kind.STATS, T0, (stats,))),
+        )
+        await until(lambda: server.counters()["points_written"] == 1, 10, "the stored point")
+        rows = server.writer.sink.query("SELECT equipment, count, mean, ucl, time FROM spc")
+    assert rows == [("lane03_A", 2, 20.5, 20.2, int((T0 + 1) * 1e9))]
+
+
+async def test_influxdb_2_api_through_the_whole_server(
+    mosquitto_url: str, victoria_metrics_url: str, publisher: Publisher
+) -> None:
+    site = f"p{uuid.uuid4().hex[:8]}"
+    cfg = plant(
+        mosquitto_url,
+        site={"id": site},
+        influxdb={
+            "url": victoria_metrics_url,
+            "version": 2,
+            "token": "t",
+            "org": "o",
+            "bucket": "cw",
+            "gzip": True,
+            "flush_interval_s": 0.05,
+        },
+    )
+    stats = Stats(KEY, T0, T0 + 1, 2, 20.5, 20.4, 20.6, 0, 20.45, 19.8, 20.2)
+    async with CentralServer(cfg) as server:
+        await server.wait_subscribed(10)
+        topic_ = topic(cfg.broker.topic_prefix, site, "cells", "line1", "coater", Kind.STATS)
+        publisher.publish(topic_, encode(Envelope("gw1", 1, Kind.STATS, T0, (stats,))))
+        await until(lambda: server.counters()["points_written"] == 1, 10, "the written point")
+        assert server.counters()["series_sink"] == f"influxdb2 {victoria_metrics_url} bucket=cw"
+    await until(lambda: vm_export(victoria_metrics_url, f'{{site="{site}"}}'), 10, "the export")
+    got = {
+        s["metric"]["__name__"]: s["values"]
+        for s in vm_export(victoria_metrics_url, f'{{site="{site}"}}')
+    }
+    assert got["spc_count"] == [2] and got["spc_ucl"] == [20.2]
 
 
 async def test_port_in_use_raises_a_one_line_error(mosquitto_url: str) -> None:
@@ -121,8 +188,9 @@ async def test_port_in_use_raises_a_one_line_error(mosquitto_url: str) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cfg = plant(mosquitto_url, server={"host": "127.0.0.1", "port": port,
-                                           "db_path": ":memory:"})
+        cfg = plant(
+            mosquitto_url, server={"host": "127.0.0.1", "port": port, "db_path": ":memory:"}
+        )
         with pytest.raises(ServerError) as info:
             async with CentralServer(cfg):
                 pass
@@ -136,9 +204,11 @@ async def test_state_survives_a_restart_on_the_same_file(
     mosquitto_url: str, publisher: Publisher, tmp_path
 ) -> None:
     cfg = plant(mosquitto_url, server={"port": 0, "db_path": str(tmp_path / "cw.sqlite")})
-    envelope = encode(Envelope("gw1", 7, Kind.DETECTION, T0, (
-        Detection(KEY, T0, "ewma", 20.9, 20.7, 1, 20.0, 0.1),
-    )))
+    envelope = encode(
+        Envelope(
+            "gw1", 7, Kind.DETECTION, T0, (Detection(KEY, T0, "ewma", 20.9, 20.7, 1, 20.0, 0.1),)
+        )
+    )
     where = station_topic(cfg.broker.topic_prefix, Kind.DETECTION)
     async with CentralServer(cfg) as server:
         await server.wait_subscribed(10)

@@ -7,7 +7,25 @@ import importlib
 
 import pytest
 
-MODULES = ["alerts", "app", "api", "influx", "ingest", "lineprotocol", "schema", "store"]
+MODULES = [
+    "alerts",
+    "api",
+    "app",
+    "coerce",
+    "dedup",
+    "digits",
+    "embedded",
+    "frame",
+    "influx1",
+    "influx2",
+    "ingest",
+    "lineprotocol",
+    "reports",
+    "schema",
+    "sink",
+    "store",
+    "writer",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
