@@ -241,7 +241,9 @@ def _parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_server)
 
     b = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. core)")
-    b.add_argument("name", choices=("core", "sim", "edge", "storage", "tep", "mv"), help="which benchmark")
+    b.add_argument(
+        "name", choices=("core", "sim", "edge", "storage", "tep", "mv"), help="which benchmark"
+    )
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     b.set_defaults(func=_bench)
 
@@ -288,9 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--iforest", action="store_true", help="add an isolation-forest score")
     f.set_defaults(func=_fit)
 
-    x = sub.add_parser(
-        "export-lp", help="write the embedded series file as InfluxDB line protocol"
-    )
+    x = sub.add_parser("export-lp", help="write the embedded series file as InfluxDB line protocol")
     src = x.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="plant file naming the series file (influxdb.series_path)")
     src.add_argument("--series", metavar="FILE", help="the series file itself")

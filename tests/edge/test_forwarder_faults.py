@@ -311,20 +311,28 @@ def check_delivery(
 
 
 def readings_of(envelopes: Iterable[Envelope]) -> dict[tuple[str, float], list[float]]:
-    """The values of the telemetry readings, by equipment and timestamp (to the ms)."""
+    """The timestamps of the telemetry readings, by equipment and value (values are unique per
+    lane: the writer counts them up)."""
     out: dict[tuple[str, float], list[float]] = {}
     for env in envelopes:
         if env.kind is Kind.TELEMETRY:
             for r in env.items:
                 assert isinstance(r, Reading)
-                out.setdefault((r.key.equipment, round(r.ts, 3)), []).append(r.value)
+                out.setdefault((r.key.equipment, r.value), []).append(r.ts)
     return out
 
 
 def missing_readings(
     written: list[tuple[str, float, float]], got: dict[tuple[str, float], list[float]]
 ) -> list[tuple[str, float, float]]:
-    return [w for w in written if w[2] not in got.get((w[0], round(w[1], 3)), [])]
+    """Samples written but not received with their timestamp. OPC UA DateTime keeps 100 ns and
+    the round trip through datetime microseconds, so timestamps match to 2 us; matching by
+    rounding to the millisecond instead fails whenever a stamp sits on a rounding boundary."""
+    return [
+        w
+        for w in written
+        if not any(abs(ts - w[1]) < 2e-6 for ts in got.get((w[0], w[2]), []))
+    ]
 
 
 async def first_ack_after(agent: EdgeAgent, since: float, timeout: float = 30) -> float:
