@@ -255,8 +255,17 @@ def _parser() -> argparse.ArgumentParser:
         "--from",
         dest="source",
         required=True,
-        metavar="FILE",
-        help="baseline CSV: a header row, one column per variable, optional time",
+        metavar="FILE|influxdb",
+        help="baseline CSV (a header row, one column per variable, optional time), or "
+        "'influxdb' for the plant file's InfluxDB with --start/--end",
+    )
+    f.add_argument("--start", metavar="TIME", help="with --from influxdb: RFC 3339 start")
+    f.add_argument("--end", metavar="TIME", help="with --from influxdb: RFC 3339 end (excluded)")
+    f.add_argument(
+        "--align-s",
+        type=float,
+        default=0.5,
+        help="with --from influxdb: readings in one slot of this many seconds form a row",
     )
     f.add_argument("--out", required=True, metavar="PATH", help="writes PATH.npz and PATH.json")
     f.add_argument("--station", metavar="LINE/STATION", help="model this station's parameters")

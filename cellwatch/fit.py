@@ -6,6 +6,11 @@ gateways load. Variables are the CSV columns given with ``--columns``, else the 
 name a parameter of ``--station`` (``param`` or ``equipment/param``, ``equipment.param``), else
 every numeric column. Units come from the plant file's parameters. The fitting itself is
 `server.mvfit.fit_model`; this module reads the file, chooses the columns and reports.
+
+``--from influxdb`` reads the baseline from the plant file's InfluxDB instead (InfluxQL on
+``/query``: 1.x, and 2.x or 3.x through their v1 API): the good-quality ``telemetry`` of every
+series of ``--station`` between ``--start`` and ``--end``, one column per ``equipment/param``,
+readings in one ``--align-s`` slot forming a row, as the gateway builds its rows.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from cellwatch.errors import CliError
 from models.plant import PlantConfig, StationConfig
 
-__all__ = ["read_baseline", "run_fit", "station_units"]
+__all__ = ["read_baseline", "read_influx", "run_fit", "station_units"]
 
 #: Column names read as the time of a row (kept for the training window, not modelled).
 TIME_COLUMNS = ("time", "ts", "timestamp")
@@ -60,6 +65,92 @@ def read_baseline(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     return names, table, times
 
 
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def read_influx(
+    cfg: PlantConfig, ref: str, start: str, end: str, align_s: float
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Columns ``equipment/param``, a ``(rows, columns)`` table (NaN where a series had no
+    reading in a slot) and the slot times (RFC 3339) of a station's telemetry in InfluxDB."""
+    import datetime as dt
+
+    import httpx
+
+    influx = cfg.influxdb
+    if influx.url is None:
+        raise CliError("--from influxdb needs influxdb.url in the plant file")
+    line_id, _, station_id = ref.partition("/")
+    station = _station(cfg, ref)
+    if not station_id:
+        line_id = next(ln.id for ln in cfg.lines if station in ln.stations)
+        station_id = station.id
+    declared = {p.id for p in station.params}
+    query = (
+        'SELECT "value" FROM "telemetry" WHERE "site" = '
+        + _quote(cfg.site.id)
+        + ' AND "line" = '
+        + _quote(line_id)
+        + ' AND "station" = '
+        + _quote(station_id)
+        + " AND \"quality\" = 'good' AND time >= "
+        + _quote(start)
+        + " AND time < "
+        + _quote(end)
+        + ' GROUP BY "equipment", "param"'
+    )
+    params = {"db": influx.database, "q": query, "epoch": "ns"}
+    if influx.retention_policy:
+        params["rp"] = influx.retention_policy
+    headers: dict[str, str] = {}
+    auth: tuple[str, str] | None = None
+    if influx.version == 2 and influx.token is not None:
+        headers["Authorization"] = f"Token {influx.token.get_secret_value()}"
+    elif influx.username:
+        pw = influx.password.get_secret_value() if influx.password is not None else ""
+        auth = (influx.username, pw)
+    try:
+        r = httpx.get(
+            f"{influx.url}/query",
+            params=params,
+            headers=headers,
+            auth=auth,
+            timeout=influx.timeout_s,
+        )
+    except httpx.HTTPError as e:
+        raise CliError(f"InfluxDB {influx.url}: {type(e).__name__}: {e}") from None
+    if r.status_code != 200:
+        raise CliError(f"InfluxDB {influx.url}: HTTP {r.status_code}: {r.text.strip()[:300]}")
+    result = r.json()["results"][0]
+    if "error" in result:
+        raise CliError(f"InfluxDB {influx.url}: {result['error']}")
+    slot_ns = int(align_s * 1e9)
+    columns: dict[str, dict[int, float]] = {}
+    for series in result.get("series", []):
+        tags = series.get("tags", {})
+        if tags.get("param") not in declared:
+            continue
+        name = f"{tags['equipment']}/{tags['param']}"
+        col = columns.setdefault(name, {})
+        for t_ns, value in series["values"]:
+            if value is not None:
+                col[int(t_ns) // slot_ns] = float(value)
+    if not columns:
+        raise CliError(
+            f"InfluxDB {influx.url}: no good telemetry of station {ref} between {start} and {end}"
+        )
+    names = sorted(columns)
+    slots = sorted({k for col in columns.values() for k in col})
+    table = np.full((len(slots), len(names)), np.nan)
+    where = {k: i for i, k in enumerate(slots)}
+    for j, name in enumerate(names):
+        for k, value in columns[name].items():
+            table[where[k], j] = value
+    times = [dt.datetime.fromtimestamp(k * slot_ns / 1e9, dt.UTC).isoformat() for k in slots]
+    return names, table, times
+
+
 def _param(column: str) -> str:
     return column.replace(".", "/").rsplit("/", 1)[-1]
 
@@ -85,9 +176,15 @@ def run_fit(args: argparse.Namespace, cfg: PlantConfig) -> int:
     from server.mvfit import FitOptions, fit_model
 
     source = str(args.source)
-    if "://" in source:
-        raise CliError(f"{source}: only CSV files are read here; export the baseline period to CSV")
-    names, table, times = read_baseline(Path(source))
+    if source == "influxdb":
+        if not (args.station and args.start and args.end):
+            raise CliError("--from influxdb needs --station, --start and --end")
+        names, table, times = read_influx(cfg, args.station, args.start, args.end, args.align_s)
+        source = f"influxdb {cfg.influxdb.url} {args.start}..{args.end}"
+    elif "://" in source:
+        raise CliError(f"{source}: give a CSV file or 'influxdb' (the plant file's InfluxDB)")
+    else:
+        names, table, times = read_baseline(Path(source))
     station = _station(cfg, args.station) if args.station else None
     if args.columns:
         wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
