@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, Self, runtime_checkable
 
 from models.messages import Quality, Reading, SourceStatus
@@ -73,19 +73,24 @@ class QueuedSource:
         try:
             self._queue.put_nowait(reading)
         except asyncio.QueueFull:
-            self._reject(f"reading queue full ({self._queue.maxsize}); dropped {reading.key}")
+            # An overloaded gateway rejects many readings a second: the message is built only
+            # when it is logged (once a second), so rejecting stays cheap.
+            self._reject(
+                lambda: f"reading queue full ({self._queue.maxsize}); dropped {reading.key}"
+            )
             return
         self.readings += 1
         self.last_reading_ts = reading.ts
         if reading.quality is not Quality.GOOD:
             self.bad_quality += 1
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, reason: str | Callable[[], str]) -> None:
         self.rejected += 1
         now = time.monotonic()
         if now - self._last_log >= 1.0:
             more = f" ({self._suppressed} more rejections not logged)" if self._suppressed else ""
-            self.log.warning("source %s rejected input: %s%s", self.id, reason, more)
+            text = reason if isinstance(reason, str) else reason()
+            self.log.warning("source %s rejected input: %s%s", self.id, text, more)
             self._last_log = now
             self._suppressed = 0
         else:
