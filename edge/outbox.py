@@ -183,12 +183,38 @@ class _DropLog:
         self._logged_at = time.monotonic()
 
 
+class _Counted:
+    """The contract's counters both outboxes keep the same way: bytes waiting, drops, the last
+    sequence number handed out and the one this run started after."""
+
+    _bytes: int
+    _drops: _DropLog
+    _last: int
+    _start: int
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    @property
+    def dropped(self) -> int:
+        return self._drops.count
+
+    @property
+    def last_seq(self) -> int:
+        return self._last
+
+    @property
+    def start_seq(self) -> int:
+        return self._start
+
+
 def _check_bounds(max_bytes: int, max_items: int) -> None:
     if max_bytes < 1 or max_items < 1:
         raise ValueError(f"outbox bounds must be positive, got {max_bytes} bytes, {max_items}")
 
 
-class MemoryOutbox:
+class MemoryOutbox(_Counted):
     """The outbox in memory: fast, bounded, and empty again after a restart."""
 
     def __init__(
@@ -212,22 +238,6 @@ class MemoryOutbox:
     @property
     def depth(self) -> int:
         return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    @property
-    def dropped(self) -> int:
-        return self._drops.count
-
-    @property
-    def last_seq(self) -> int:
-        return self._last
-
-    @property
-    def start_seq(self) -> int:
-        return self._start
 
     @property
     def oldest_ts(self) -> float | None:
@@ -286,7 +296,7 @@ class MemoryOutbox:
         self._drops.flush()
 
 
-class SqliteOutbox:
+class SqliteOutbox(_Counted):
     """The outbox in one SQLite file (WAL); see the module docstring for the choices.
 
     ``dropped_total`` counts drops over the file's whole life, ``recovered`` is what waited in
@@ -412,22 +422,6 @@ class SqliteOutbox:
     @property
     def depth(self) -> int:
         return self._depth
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    @property
-    def dropped(self) -> int:
-        return self._drops.count
-
-    @property
-    def last_seq(self) -> int:
-        return self._last
-
-    @property
-    def start_seq(self) -> int:
-        return self._start
 
     @property
     def oldest_ts(self) -> float | None:

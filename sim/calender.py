@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sim.coating import AREAL_WEIGHT, SIDES
-from sim.nominal import Nominal
+from sim.nominal import Nominal, check_range
 
 __all__ = [
     "COMPACTION_DENSITY",
@@ -94,13 +94,6 @@ class CalenderSample:
     density_g_cm3: npt.NDArray[np.float64]
 
 
-def _check(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
-    above = value > low if low_open else value >= low
-    if not (math.isfinite(value) and above and value <= high):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}], got {value}")
-
-
 class CalenderModel:
     """Seeded calender of a ``lanes``-lane electrode on ``foil_um`` of foil, pressed to
     ``density`` (g/cm3, sigma ``density_sigma``), with a thickness gauge of noise
@@ -117,10 +110,10 @@ class CalenderModel:
     ) -> None:
         if not 1 <= lanes <= 99:
             raise ValueError(f"lanes must be in 1..99, got {lanes}")
-        _check("foil_um", foil_um, 0.0, 100.0, low_open=True)
-        _check("density", density, 0.0, 10.0, low_open=True)
-        _check("density_sigma", density_sigma, 0.0, 1.0)
-        _check("thickness_sigma_um", thickness_sigma_um, 0.0, 50.0)
+        check_range("foil_um", foil_um, 0.0, 100.0, low_open=True)
+        check_range("density", density, 0.0, 10.0, low_open=True)
+        check_range("density_sigma", density_sigma, 0.0, 1.0)
+        check_range("thickness_sigma_um", thickness_sigma_um, 0.0, 50.0)
         self.lanes = lanes
         self.foil_um = foil_um
         self.density = density

@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sim.coating import SIDES
+from sim.nominal import check_range
 from sim.web import WebPosition
 
 __all__ = [
@@ -101,13 +102,6 @@ class GaugeScan:
     lane_means: npt.NDArray[np.float64]
 
 
-def _check(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
-    above = value > low if low_open else value >= low
-    if not (math.isfinite(value) and above and value <= high):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}], got {value}")
-
-
 class BetaGauge:
     """Seeded traversing gauge over a ``lanes``-lane web.
 
@@ -134,12 +128,12 @@ class BetaGauge:
             raise ValueError(f"lanes must be in 1..99, got {lanes}")
         if not 1 <= points_per_lane <= 1000:
             raise ValueError(f"points_per_lane must be in 1..1000, got {points_per_lane}")
-        _check("lane_width_mm", lane_width_mm, 0.0, 5000.0, low_open=True)
-        _check("gap_mm", gap_mm, 0.0, 1000.0, low_open=True)
-        _check("scan_s", scan_s, 0.0, 3600.0, low_open=True)
-        _check("edge_mm", edge_mm, 0.0, 1000.0, low_open=True)
-        _check("edge_gain", edge_gain, 0.0, 0.5)
-        _check("point_sigma", point_sigma, 0.0, 10.0)
+        check_range("lane_width_mm", lane_width_mm, 0.0, 5000.0, low_open=True)
+        check_range("gap_mm", gap_mm, 0.0, 1000.0, low_open=True)
+        check_range("scan_s", scan_s, 0.0, 3600.0, low_open=True)
+        check_range("edge_mm", edge_mm, 0.0, 1000.0, low_open=True)
+        check_range("edge_gain", edge_gain, 0.0, 0.5)
+        check_range("point_sigma", point_sigma, 0.0, 10.0)
         self.lanes = lanes
         self.lane_width_mm = lane_width_mm
         self.gap_mm = gap_mm
