@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"MQTT batched: agent {mq['values_per_s']:,.0f} values/s of {offered:,.0f} "
                 f"offered (cpu {mq['cpu']:.2f} cores, rejected {mq['rejected']}, outbox pending "
                 f"{mq['pending']}, dropped {mq['dropped']}); per-item on_message "
-                f"{base_mq:,.0f} values/s",
+                f"{base_mq:,.0f} values/s (agent/baseline {mq['values_per_s'] / base_mq:.2f}x)",
                 flush=True,
             )
             figures.update(
@@ -469,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                 mqtt_offered_values_per_s=round(offered),
                 mqtt_rejected=mq["rejected"],
                 baseline_mqtt_values_per_s=round(base_mq),
+                mqtt_vs_baseline=round(mq["values_per_s"] / base_mq, 3),
             )
         if "opcua" in parts:
             load = _Load("opcua", None, 40, 64, args.opcua_rate_hz)
@@ -491,13 +492,17 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"OPC UA: agent {op['values_per_s']:,.0f} values/s of "
                 f"{40 * 64 * 4 * args.opcua_rate_hz:,.0f} offered (cpu {op['cpu']:.2f}, "
-                f"rejected {op['rejected']}); per-item handler {base_op:,.0f} values/s",
+                f"rejected {op['rejected']}); per-item handler {base_op:,.0f} values/s "
+                f"(agent/baseline {op['values_per_s'] / base_op:.2f}x)",
                 flush=True,
             )
             figures.update(
                 opcua_values_per_s=round(op["values_per_s"]),
                 opcua_rejected=op["rejected"],
                 baseline_opcua_values_per_s=None if base_op != base_op else round(base_op),
+                opcua_vs_baseline=None
+                if base_op != base_op
+                else round(op["values_per_s"] / base_op, 3),
             )
         if "latency" in parts:
             lat = asyncio.run(_latency(url, tmp, args.seconds, args.latency_load))
