@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from server.digits import FLOAT_WIDTH, INT_WIDTH, float_text, int_text
+from server.digits import FLOAT_WIDTH, INT_WIDTH, digit_words, float_text, int_text
 
 
 def texts(matrix: np.ndarray) -> list[str]:
@@ -95,3 +96,58 @@ def test_writes_into_a_column_slice_of_a_larger_matrix() -> None:
     rows = [bytes(r).replace(b"\0", b"").decode() for r in m]
     assert rows[0] == "x" * 5 + "1.5" + "x" * 1 + "7" + "x" * 10
     assert rows[1] == "x" * 5 + "-2" + "x" * 1 + "-8" + "x" * 10
+
+
+def test_the_digit_splitting_constants_are_exact() -> None:
+    """`_swar8` divides 4-digit lanes by 100 and 2-digit lanes by 10 with multiply-shifts."""
+    v = np.arange(10_000)
+    assert ((v * 10486) >> 20 == v // 100).all()
+    v = np.arange(100)
+    assert ((v * 103) >> 10 == v // 10).all()
+
+
+@pytest.mark.parametrize("p", range(-4, 15))
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_one_exponent_and_sign_per_column_prints_as_repr(p: int, sign: float) -> None:
+    """A column whose values share exponent and sign is laid out in whole 8-byte words."""
+    rng = np.random.default_rng(p + 100)
+    lo = 10.0**p
+    x = np.concatenate(
+        [
+            rng.uniform(lo, 10 * lo, 3000),
+            np.round(rng.uniform(lo, 10 * lo, 1000), 3 - p),  # short decimals
+            np.floor(rng.uniform(lo, 10 * lo, 500)),  # whole numbers where p >= 0
+            [lo, np.nextafter(10 * lo, 0), 2 * lo, 5 * lo, 9.5 * lo],
+        ]
+    )
+    x = sign * x[(x >= max(lo, 1e-4)) & (x < 10 * lo)]
+    assert texts(float_text(x)) == [reference(v) for v in x]
+
+
+def test_powers_of_two_print_as_repr() -> None:
+    """Below a power of two the next lower double is half as far: the asymmetric case."""
+    x = 2.0 ** np.arange(-14, 50)
+    for column in (x, -x, x[x >= 1][:4], x[(x >= 16) & (x < 100)]):
+        assert texts(float_text(column)) == [reference(v) for v in column]
+        for v in column:
+            assert texts(float_text(np.array([v]))) == [reference(v)]
+
+
+@settings(max_examples=200)
+@given(hnp.arrays(np.float64, st.integers(1, 100), elements=finite))
+def test_texts_are_left_aligned_with_nul_only_after_them(x: np.ndarray) -> None:
+    for row in float_text(x):
+        text = bytes(row).rstrip(b"\0")
+        assert text and b"\0" not in text
+
+
+@settings(max_examples=200)
+@given(hnp.arrays(np.int64, st.integers(1, 100), elements=st.integers(0, 2**63 - 1)))
+def test_digit_words_keep_the_last_digits_with_leading_zeros(v: np.ndarray) -> None:
+    for digits in (19, 24):
+        got = [bytes(r)[:digits].decode() for r in digit_words(v, digits).view(np.uint8)]
+        assert got == [str(int(i)).zfill(digits)[-digits:] for i in v]
+    m = np.full((len(v), 30), 7, dtype=np.uint8)
+    digit_words(v, 19, out=m[:, 3:27].view(np.uint64))
+    assert [bytes(r[3:22]).decode() for r in m] == [str(int(i)).zfill(19)[-19:] for i in v]
+    assert (m[:, :3] == 7).all() and (m[:, 27:] == 7).all()

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from influxdb_client import Point, WritePrecision
 
+from server import lineprotocol
 from server.frame import Frame, concat
 from server.lineprotocol import encode, encode_frame
 from server.schema import MEASUREMENTS, FieldType, SchemaError
@@ -257,3 +258,92 @@ def test_float_columns_match_point_in_bulk(values: list[float]) -> None:
         for i, v in enumerate(values)
     ]
     assert lines(f) == expected
+
+
+# -- the narrow layout of single-float telemetry ---------------------------------------------
+
+_T0 = 1_700_000_000_000_000_000
+
+
+def _telemetry(values: np.ndarray, equipment: list[str], ts: np.ndarray) -> Frame:
+    n = len(values)
+    tags = {"equipment": [equipment[i % len(equipment)] for i in range(n)], "line": ["l1"] * n}
+    return Frame.from_columns("telemetry", tags, {"value": values}, ts)
+
+
+def _general_lines(frame: Frame, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    with monkeypatch.context() as m:
+        m.setattr(lineprotocol, "_fits_fast", lambda *a: False)
+        return lines(frame)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=200),
+    st.lists(st.text(_safe_char, min_size=1, max_size=6), min_size=1, max_size=5),
+    st.integers(10**18, 2**63 - 1 - 200),
+)
+def test_single_float_telemetry_matches_point(
+    values: list[float], equipment: list[str], t0: int
+) -> None:
+    """One float field in every row and 19-digit timestamps: the narrow layout."""
+    ts = t0 + np.arange(len(values))
+    f = _telemetry(np.asarray(values), equipment, ts)
+    typed = lineprotocol.coerce(f)
+    field = lineprotocol._Field(b"value=", typed.columns[0], 24)
+    assert lineprotocol._fits_fast([field], np.ones(len(f), dtype=bool), f.ts_ns)
+    expected = [
+        point_line(
+            "telemetry",
+            {
+                "tags": {"equipment": equipment[i % len(equipment)], "line": "l1"},
+                "fields": {"value": v},
+                "ts": int(ts[i]),
+            },
+        )
+        for i, v in enumerate(values)
+    ]
+    assert lines(f) == [e for e in expected if e]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        lambda rng, n: rng.normal(3.7, 0.05, n),  # full precision: few NULs, replace
+        lambda rng, n: rng.choice([0.5, 20.0, 1 / 3, -7.25e-4, 123456.789], n),  # translate
+        lambda rng, n: np.concatenate(
+            [rng.normal(3.7, 0.05, n // 2), rng.normal(-20, 30, n - n // 2)]
+        ),
+    ],
+)
+def test_narrow_layout_blocks_match_the_general_layout(
+    values, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(3)
+    block = lineprotocol._BLOCK_ROWS
+    n = 3 * block + 17  # several blocks and a short last one
+    equipment = [f"cab{i}" for i in range(64)]  # prefixes of different lengths
+    f = _telemetry(values(rng, n), equipment, _T0 + np.arange(n) * 1000)
+    enc = encode_frame(f)
+    assert [b.lines for b in enc.blocks] == [block, block, block, 17]
+    assert all(b.body.count(b"\n") == b.lines and b.body.endswith(b"\n") for b in enc.blocks)
+    assert enc.body.decode().split("\n")[:-1] == _general_lines(f, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("values", "ts"),
+    [
+        ([1.5, np.nan], _T0),  # a row without a value
+        ([1.5, 2.5], 10**17),  # 18-digit timestamps
+    ],
+)
+def test_other_shapes_take_the_general_layout(
+    values: list[float], ts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = _telemetry(np.asarray(values), ["cab1"], ts + np.arange(len(values)))
+    typed = lineprotocol.coerce(f)
+    field = lineprotocol._Field(b"value=", typed.columns[0], 24)
+    keep = typed.columns[0].present
+    assert not lineprotocol._fits_fast([field], keep, f.ts_ns)
+    assert lines(f) == _general_lines(f, monkeypatch)
+    assert len(lines(f)) == int(np.isfinite(values).sum())
