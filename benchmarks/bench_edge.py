@@ -3,7 +3,10 @@ the durable outbox to the broker on one core, beside per-item consumers in the s
 
 The agent runs in this process, pinned to core 0 where the machine has more than one; the load
 comes from the plant simulator in another process (pinned to the other core), through a
-Mosquitto started here. Parts:
+Mosquitto started here and pinned beside the load, so the agent has its core to itself. The
+agent's MQTT source subscribes at QoS 1 over MQTT 5 with a receive maximum of 1000 (brokers
+default to 20 messages in flight). ``--outbox memory`` swaps the durable SQLite outbox for the
+in-memory one, to see what the disk costs. Parts:
 
 * **MQTT, batched**: ``--mqtt-cabinets`` x ``--mqtt-channels`` formation channels at
   ``--mqtt-rate-hz``, four values per sample, one JSON batch per channel per second.
@@ -47,6 +50,10 @@ sys.path.insert(0, str(ROOT))
 #: Values each formation sample carries (voltage, current, capacity, temperature).
 VALUES_PER_SAMPLE = 4
 PARAMS = {"voltage": "v", "current": "i", "capacity": "q", "cell_temperature": "t"}
+
+
+#: The agent's outbox kind (``--outbox``); sqlite unless asked otherwise.
+OUTBOX = ["sqlite"]
 
 
 def _pin(core: int) -> None:
@@ -131,6 +138,8 @@ def _plant(
                 "id": "cabinets",
                 "topic": "sim/line1/formation/+/+",
                 "qos": 1,
+                "protocol": "5",
+                "receive_maximum": 1000,
                 "line": "line1",
                 "station": "formation",
                 "equipment": "{1}-{2}",
@@ -201,7 +210,7 @@ def _plant(
                 "id": "bench1",
                 "window_s": window_s,
                 "status_interval_s": 5.0,
-                "outbox": {"kind": "sqlite", "path": str(outbox)},
+                "outbox": {"kind": OUTBOX[0], "path": str(outbox)},
             },
             "broker": {"url": url},
             "lines": [{"id": "line1", "area": "cells", "stations": stations}],
@@ -423,8 +432,15 @@ def main(argv: list[str] | None = None) -> int:
         default=50_000.0,
         help="background values/s during the latency part",
     )
+    p.add_argument(
+        "--outbox",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="the agent's outbox (default %(default)s, the durable one)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = p.parse_args(argv)
+    OUTBOX[0] = args.outbox
     parts = set(args.parts.split(","))
 
     from tests.servers import mosquitto
@@ -441,7 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_10k_tags",
     )
     figures.update(dict.fromkeys(keys))
-    with tempfile.TemporaryDirectory() as tmpdir, mosquitto(Path(tmpdir)) as (url, _):
+    with tempfile.TemporaryDirectory() as tmpdir, mosquitto(Path(tmpdir)) as (url, broker):
+        # The broker is infrastructure, not the agent: it runs beside the load (the core the
+        # simulator gets), so the agent has its core to itself.
+        others = sorted(set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0))
+        if others:
+            os.sched_setaffinity(broker.pid, {others[0]})
+        figures["broker_cores"] = sorted(os.sched_getaffinity(broker.pid))
         tmp = Path(tmpdir)
         if "mqtt" in parts:
             offered = (

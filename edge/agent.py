@@ -33,6 +33,7 @@ from edge.publisher import Publisher
 from edge.source import QueuedSource
 from edge.sparkplug_source import SparkplugSource
 from edge.station_mv import build_detectors
+from models.batch import Batch
 from models.messages import Detection, EdgeStatus, Kind, Reading, Stats
 from models.plant import PlantConfig
 from models.wire import status_topic, topic
@@ -58,19 +59,35 @@ class EdgeAgent:
         edge_id = cfg.edge.id
         self.sources: list[QueuedSource] = [OpcUaSource(s) for s in cfg.sources.opcua]
         self.sources += [
-            MqttSource(s, broker.url, username=broker.username, password=password,
-                       client_id=f"cellwatch-{edge_id}-{s.id}", keepalive_s=broker.keepalive_s)
+            MqttSource(
+                s,
+                broker.url,
+                username=broker.username,
+                password=password,
+                client_id=f"cellwatch-{edge_id}-{s.id}",
+                keepalive_s=broker.keepalive_s,
+            )
             for s in cfg.sources.mqtt
         ]
         self.sources += [
-            SparkplugSource(s, broker.url, username=broker.username, password=password,
-                            client_id=f"cellwatch-{edge_id}-{s.id}", keepalive_s=broker.keepalive_s)
+            SparkplugSource(
+                s,
+                broker.url,
+                username=broker.username,
+                password=password,
+                client_id=f"cellwatch-{edge_id}-{s.id}",
+                keepalive_s=broker.keepalive_s,
+            )
             for s in cfg.sources.sparkplug
         ]
         # The publisher owns the outbox and closes it when the agent is left.
         self.publisher = Publisher(
-            broker.url, edge_id, max_pending=cfg.edge.max_pending, username=broker.username,
-            password=password, keepalive_s=broker.keepalive_s,
+            broker.url,
+            edge_id,
+            max_pending=cfg.edge.max_pending,
+            username=broker.username,
+            password=password,
+            keepalive_s=broker.keepalive_s,
             outbox=open_outbox(cfg.edge.outbox, max_items=cfg.edge.max_pending),
         )
         self.framer = Framer()
@@ -101,8 +118,12 @@ class EdgeAgent:
         ]
         self._tasks.append(asyncio.create_task(self._windows(), name="windows"))
         self._tasks.append(asyncio.create_task(self._status(), name="status"))
-        log.info("edge %s running: %d source(s), window %.3g s", self.cfg.edge.id,
-                 len(self.sources), self.cfg.edge.window_s)
+        log.info(
+            "edge %s running: %d source(s), window %.3g s",
+            self.cfg.edge.id,
+            len(self.sources),
+            self.cfg.edge.window_s,
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -115,8 +136,8 @@ class EdgeAgent:
         await asyncio.to_thread(self.metrics.close)
         if self._stack is not None:
             for src in self.sources:
-                for reading in src.drain():
-                    self.accept(reading)
+                for batch in src.drain_batches():
+                    self.accept_batch(batch)
             self.window()
             self._send_status()
             await self._stack.aclose()  # the publisher, entered first, closes last
@@ -133,8 +154,13 @@ class EdgeAgent:
     # -- loops ------------------------------------------------------------------------------
 
     async def _consume(self, src: QueuedSource) -> None:
-        async for reading in src:
-            self.accept(reading)
+        while (batch := await src.next_batch()) is not None:
+            self.accept_batch(batch)
+
+    def accept_batch(self, batch: Batch) -> None:
+        """Take a batch into the current window, without the parameters the plant does not
+        declare."""
+        self.framer.add_batch(self.monitor.admit_batch(batch))
 
     def accept(self, reading: Reading) -> None:
         """Take one reading into the current window, if the plant declares its parameter."""
@@ -179,13 +205,13 @@ class EdgeAgent:
         self.windows += 1
         if not frames:
             return
-        readings: dict[tuple[str, str], list[Reading]] = defaultdict(list)
+        readings: dict[tuple[str, str], list[Batch]] = defaultdict(list)
         stats: dict[tuple[str, str], list[Stats]] = defaultdict(list)
         found: dict[tuple[str, str], list[Detection]] = defaultdict(list)
         for f in frames:
             station = (f.line, f.station)
             out = self.monitor.process(f)
-            readings[station].extend(f.readings)
+            readings[station].append(f.samples)
             stats[station].extend(out.stats)
             found[station].extend(out.detections)
         for mv in self.multivariate:
@@ -208,8 +234,11 @@ class EdgeAgent:
     def status(self) -> EdgeStatus:
         """The health report now; the rates of the next one count from here."""
         return self.health.report(
-            self.sources, OutboxCounters.of(self.publisher), self.monitor.detections,
-            now=time.time(), mono=time.monotonic(),
+            self.sources,
+            OutboxCounters.of(self.publisher),
+            self.monitor.detections,
+            now=time.time(),
+            mono=time.monotonic(),
         )
 
     # -- metrics ----------------------------------------------------------------------------
@@ -224,26 +253,38 @@ class EdgeAgent:
             assert self._stack is not None
             await self._stack.aclose()  # a start that fails leaves nothing connected
             self._stack = None
-            raise OSError(f"edge.metrics_port: cannot serve /metrics on "
-                          f"{edge.metrics_host}:{edge.metrics_port}: {e}") from e
+            raise OSError(
+                f"edge.metrics_port: cannot serve /metrics on "
+                f"{edge.metrics_host}:{edge.metrics_port}: {e}"
+            ) from e
         self._refresh_metrics()
         log.info("metrics on http://%s:%d/metrics", edge.metrics_host, self.metrics_port)
 
     def _refresh_metrics(self) -> None:
         m = self.monitor
-        self.metrics.update(Snapshot(
-            self._metrics_health.report(
-                self.sources, OutboxCounters.of(self.publisher), m.detections,
-                now=time.time(), mono=time.monotonic(),
-            ),
-            tuple(sorted(m.by_rule.items())), self.framer.excluded,
-            m.rejected + self.framer.rejected, self.windows, self.errors, m.fit_errors,
-        ))
+        self.metrics.update(
+            Snapshot(
+                self._metrics_health.report(
+                    self.sources,
+                    OutboxCounters.of(self.publisher),
+                    m.detections,
+                    now=time.time(),
+                    mono=time.monotonic(),
+                ),
+                tuple(sorted(m.by_rule.items())),
+                self.framer.excluded,
+                m.rejected + self.framer.rejected,
+                self.windows,
+                self.errors,
+                m.fit_errors,
+            )
+        )
 
     def _send_status(self) -> None:
         c = self.cfg
-        self.publisher.send(status_topic(c.broker.topic_prefix, c.site.id, c.edge.id), Kind.STATUS,
-                            [self.status()])
+        self.publisher.send(
+            status_topic(c.broker.topic_prefix, c.site.id, c.edge.id), Kind.STATUS, [self.status()]
+        )
 
     def counters(self) -> dict[str, Any]:
         """Totals for a summary: per source, rejections, detections, envelopes, errors."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from edge.charts import Chart, Step, build
 from edge.framer import Frame, GroupKey
+from models.batch import Batch
 from models.detector import BaselineError
 from models.messages import Detection, Reading, SeriesKey, Stats
 from models.plant import DetectorConfig, PlantConfig
@@ -37,6 +38,9 @@ from models.plant import DetectorConfig, PlantConfig
 __all__ = ["Monitor", "Outcome"]
 
 log = logging.getLogger("cellwatch.edge.monitor")
+
+#: Series whose admission is remembered before the memo starts over.
+MAX_KEYS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +92,36 @@ class Monitor:
                     if cfg is not None:
                         self._groups[(line.id, st.id, p.id)] = _Group(cfg)
         self._refused: set[SeriesKey] = set()
+        self._admitted: dict[SeriesKey, bool] = {}
         self.rejected = 0
         self.detections = 0
         self.by_rule: Counter[str] = Counter()
         self.fit_errors = 0
         self.excluded: Counter[SeriesKey] = Counter()
+
+    def admit_batch(self, batch: Batch) -> Batch:
+        """The batch without the samples of series whose parameter the station does not declare
+        (counted and logged as `admit` does)."""
+        known = self._admitted
+        ok = [known[k] if k in known else self._admit_key(k, 0) for k in batch.keys]
+        if all(ok):
+            return batch
+        keep = np.asarray(ok, dtype=np.bool_)[batch.series]
+        self.rejected += int(keep.shape[0] - np.count_nonzero(keep))
+        return batch.take(keep)
+
+    def _admit_key(self, k: SeriesKey, count: int) -> bool:
+        params = self._declared.get((k.line, k.station))
+        ok = params is not None and k.param in params
+        if len(self._admitted) >= MAX_KEYS:
+            self._admitted.clear()
+        self._admitted[k] = ok
+        self.rejected += 0 if ok else count
+        if not ok and k not in self._refused:
+            self._refused.add(k)
+            where = "station" if params is None else "parameter"
+            log.warning("reading of %s refused: the plant file does not declare this %s", k, where)
+        return ok
 
     def admit(self, reading: Reading) -> bool:
         """True when the reading's station declares its parameter; counts and logs refusals."""

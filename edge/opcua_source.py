@@ -571,7 +571,7 @@ class OpcUaSource(QueuedSource):
                 out.append(got[0])
         out.sort(key=lambda r: r.ts)
         for reading in out:
-            while self._queue.full():  # wait for the consumer rather than drop history
+            while self._queued >= self.queue_size:  # wait for the consumer, do not drop history
                 await asyncio.sleep(0.01)
             self._last_ts[handle] = max(self._last_ts.get(handle, reading.ts), reading.ts)
             self._emit(reading)

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.framer import Frame
-from models.messages import Detection, Quality, SeriesKey
+from models.batch import GOOD
+from models.messages import Detection, SeriesKey
 from models.mvartifact import ArtifactError, load_model
 from models.mvmonitor import MvAlarm, MvMonitor
 from models.plant import MultivariateConfig, PlantConfig
@@ -88,18 +89,29 @@ class MvDetector:
         """Whether the frame holds one of this detector's series."""
         return (frame.line, frame.station) == (self.line, self.station)
 
+    def _add(self, frame: Frame) -> None:
+        """Put the frame's samples of this detector's series into their time slots."""
+        b = frame.samples
+        cols = [self._index.get((k.equipment, k.param)) for k in b.keys]
+        if all(j is None for j in cols):
+            return
+        col = np.array([-1 if j is None else j for j in cols], dtype=np.intp)[b.series]
+        keep = (col >= 0) & np.isfinite(b.ts)
+        value = b.value if b.quality is None else np.where(b.quality == GOOD, b.value, np.nan)
+        slots = np.floor(b.ts[keep] / self.cfg.align_s).astype(np.int64)
+        pending = self._pending
+        for slot, j, v in zip(
+            slots.tolist(), col[keep].tolist(), value[keep].tolist(), strict=True
+        ):
+            pending.setdefault(slot, {})[j] = v
+
     def process(self, frames: Iterable[Frame]) -> list[Detection]:
         """Add the window's readings to their slots, score every complete slot but the newest."""
         slot_s = self.cfg.align_s
         for frame in frames:
             if not self.wants(frame):
                 continue
-            for r in frame.readings:
-                j = self._index.get((r.key.equipment, r.key.param))
-                if j is None or not math.isfinite(r.ts):
-                    continue
-                value = r.value if r.quality is Quality.GOOD else math.nan
-                self._pending.setdefault(math.floor(r.ts / slot_s), {})[j] = value
+            self._add(frame)
         if len(self._pending) < 2:
             return []
         slots = sorted(self._pending)[:-1]

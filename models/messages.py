@@ -15,6 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # models.batch imports this module
+    from models.batch import Batch
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -193,5 +197,5 @@ class Envelope:
     seq: int
     kind: Kind
     sent_ts: float
-    items: tuple[Payload, ...] = field(default_factory=tuple)
+    items: tuple[Payload | Batch, ...] = field(default_factory=tuple)
     schema: int = SCHEMA_VERSION

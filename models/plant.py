@@ -13,7 +13,7 @@ A parameter (``areal_weight``) belongs to a station; the equipment instances mea
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -449,6 +449,12 @@ class MqttClientConfig(_Model):
     published while the source is away on the broker, under a stable ``client_id``, and hands
     them over when it comes back (up to the broker's queue limit, e.g. Mosquitto's
     ``max_queued_messages``).
+
+    ``receive_maximum`` (MQTT 5 only) is how many QoS 1 and 2 messages the broker may have in
+    flight to this client before it waits for acknowledgements. Brokers default to a small
+    window (Mosquitto: 20, its ``max_inflight_messages``); at thousands of messages a second
+    that window, not the gateway, limits the rate, so a high-rate source raises it (1000).
+    Under MQTT 3.1.1 only the broker's own setting applies.
     """
 
     broker: MqttBroker | None = None
@@ -456,6 +462,7 @@ class MqttClientConfig(_Model):
     client_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]+$", max_length=128)
     persistent_session: bool = True
     session_expiry_s: int = Field(86_400, ge=0, le=4_294_967_295)
+    receive_maximum: int | None = Field(None, ge=1, le=65_535)
     stale_after_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("protocol", mode="before")
@@ -463,6 +470,17 @@ class MqttClientConfig(_Model):
     def _protocol_number(cls, v: Any) -> Any:
         # YAML reads ``protocol: 5`` as a number; the version is the same either way.
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _receive_maximum_needs_v5(self) -> Self:
+        if self.receive_maximum is not None and self.protocol != "5":
+            raise _Located(
+                "receive_maximum",
+                "is an MQTT 5 setting: set protocol: 5 (under 3.1.1 the broker's "
+                "max_inflight_messages applies)",
+                self.receive_maximum,
+            )
+        return self
 
 
 _TEMPLATE_FIELD = re.compile(r"\{(\d+)\}")

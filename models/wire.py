@@ -5,17 +5,31 @@ not a well-formed envelope of a known schema raises `WireError` with the reason,
 can count and log the rejection instead of crashing or silently dropping it. Non-finite floats
 (NaN, inf) are written as ``null`` because JSON has no spelling for them.
 
+Telemetry has two item shapes. A `Reading` is a list ``[key, ts, value, quality, received_ts]``
+(``server_ts`` and ``backfilled`` appended when set). A `Batch` is one object: ``keys`` (the
+series), ``count`` (samples per series), and the columns ``ts``, ``value`` and ``received_ts``
+as base64 of little-endian float64, sorted by series and in arrival order within a series;
+``quality`` (uint8 codes 0 good, 1 uncertain, 2 bad), ``server_ts`` and ``backfilled`` (uint8
+0/1) are added only when some sample needs them. In the binary columns NaN stands for "none"
+(a bad sample without a value, no receive or server time). This shape costs about a third of
+the bytes of the list one and no float formatting at all, which matters at 200,000 values a
+second. Decoding turns both shapes into `Reading`s, so consumers see one kind of item.
+
 Topics follow ISA-95: ``{prefix}/{site}/{area}/{line}/{station}/{kind}``, and status reports of
 a gateway go to ``{prefix}/{site}/_edge/{edge_id}/status``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from models.batch import QUALITIES, Batch
 from models.messages import (
     SCHEMA_VERSION,
     Detection,
@@ -130,6 +144,45 @@ def _item(kind: Kind, item: Any) -> Any:
     }
 
 
+def _b64(a: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _batch_item(b: Batch) -> dict[str, Any]:
+    """A batch as one telemetry object: its series and their sample counts, then the columns
+    sorted by series (arrival order within one), little-endian and base64-encoded."""
+    series = b.series
+    if (series[1:] < series[:-1]).any():
+        b = b.take(np.argsort(series, kind="stable"))
+    item: dict[str, Any] = {
+        "keys": [_key(k) for k in b.keys],
+        "count": np.bincount(b.series, minlength=len(b.keys)).tolist(),
+        "ts": _b64(b.ts, "<f8"),
+        "value": _b64(b.value, "<f8"),
+        "received_ts": _b64(b.received, "<f8"),
+    }
+    if b.quality is not None and b.quality.any():
+        item["quality"] = _b64(b.quality, "u1")
+    if b.server_ts is not None and not np.isnan(b.server_ts).all():
+        item["server_ts"] = _b64(b.server_ts, "<f8")
+    if b.backfilled is not None and b.backfilled.any():
+        item["backfilled"] = _b64(b.backfilled, "u1")
+    return item
+
+
+def _items(env: Envelope) -> list[Any]:
+    out: list[Any] = []
+    for i in env.items:
+        if isinstance(i, Batch):
+            if env.kind is not Kind.TELEMETRY:
+                raise TypeError(f"a batch of readings cannot be sent as {env.kind.value}")
+            if len(i):
+                out.append(_batch_item(i))
+        else:
+            out.append(_item(env.kind, i))
+    return out
+
+
 def encode(env: Envelope) -> bytes:
     """Serialise an envelope to compact UTF-8 JSON.
 
@@ -145,7 +198,7 @@ def encode(env: Envelope) -> bytes:
         "seq": env.seq,
         "kind": env.kind.value,
         "sent_ts": env.sent_ts,
-        "items": [_item(env.kind, i) for i in env.items],
+        "items": _items(env),
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
@@ -207,9 +260,86 @@ def _dreading(x: Any) -> Reading:
             raise WireError(f"backfilled must be 0 or 1, got {more[1]!r}")
         backfilled = bool(more[1])
     return Reading(
-        _dkey(key), _f(ts, "ts"), _fn(value, "value"), q, _fo(received, "received_ts"),
-        server_ts, backfilled,
+        _dkey(key),
+        _f(ts, "ts"),
+        _fn(value, "value"),
+        q,
+        _fo(received, "received_ts"),
+        server_ts,
+        backfilled,
     )
+
+
+_BATCH_FIELDS = frozenset(
+    {"keys", "count", "ts", "value", "received_ts", "quality", "server_ts", "backfilled"}
+)
+
+
+def _column(x: dict[str, Any], name: str, dtype: str, n: int) -> np.ndarray | None:
+    raw = x.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise WireError(f"{name} must be a base64 string, got {type(raw).__name__}")
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except ValueError as e:
+        raise WireError(f"{name} is not base64: {e}") from None
+    width = np.dtype(dtype).itemsize
+    if len(data) != n * width:
+        raise WireError(f"{name} holds {len(data)} bytes for {n} samples of {width} bytes")
+    return np.frombuffer(data, dtype=dtype)
+
+
+def _dbatch(x: dict[str, Any]) -> list[Reading]:
+    """The readings of one batch telemetry object (see `_batch_item`)."""
+    unknown = set(x) - _BATCH_FIELDS
+    if unknown:
+        raise WireError(f"batch telemetry item has unknown field(s) {sorted(unknown)}")
+    keys = [_dkey(k) for k in _list(x.get("keys"), "keys")]
+    count = [_i(c, "count") for c in _list(x.get("count"), "count")]
+    if len(count) != len(keys) or any(c < 0 for c in count):
+        raise WireError(f"count must hold one count >= 0 per key, got {count!r}"[:200])
+    n = sum(count)
+    cols = {}
+    for name, dtype in (("ts", "<f8"), ("value", "<f8"), ("received_ts", "<f8")):
+        col = _column(x, name, dtype, n)
+        if col is None:
+            raise WireError(f"batch telemetry item lacks {name!r}")
+        cols[name] = col
+    ts = cols["ts"]
+    if not np.isfinite(ts).all():
+        raise WireError("ts must be finite numbers")
+    quality = _column(x, "quality", "u1", n)
+    if quality is not None and (quality >= len(QUALITIES)).any():
+        raise WireError(f"quality codes must be below {len(QUALITIES)}")
+    server = _column(x, "server_ts", "<f8", n)
+    filled = _column(x, "backfilled", "u1", n)
+    if filled is not None and (filled > 1).any():
+        raise WireError("backfilled must be 0 or 1")
+    batch = Batch(
+        tuple(keys),
+        np.repeat(np.arange(len(keys)), count),
+        ts,
+        cols["value"],
+        cols["received_ts"],
+        quality,
+        server,
+        None if filled is None else filled.astype(np.bool_),
+    )
+    return list(batch.readings())
+
+
+def _decode_items(kind: Kind, items: list[Any]) -> tuple[Payload, ...]:
+    if kind is not Kind.TELEMETRY:
+        return tuple(_DECODERS[kind](i) for i in items)
+    out: list[Payload] = []
+    for i in items:
+        if isinstance(i, dict):
+            out.extend(_dbatch(i))
+        else:
+            out.append(_dreading(i))
+    return tuple(out)
 
 
 def _obj(x: Any, what: str) -> dict[str, Any]:
@@ -328,6 +458,6 @@ def decode(data: bytes | str) -> Envelope:
         seq=_i(o.get("seq"), "seq"),
         kind=kind,
         sent_ts=_f(o.get("sent_ts"), "sent_ts"),
-        items=tuple(_DECODERS[kind](i) for i in items),
+        items=_decode_items(kind, items),
         schema=SCHEMA_VERSION,
     )

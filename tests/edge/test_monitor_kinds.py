@@ -19,6 +19,7 @@ import pytest
 from edge.framer import Frame, Framer
 from edge.monitor import Monitor
 from models.arl import CusumDesign, ShewhartDesign, markov_arl
+from models.batch import Batch
 from models.cusum import Cusum
 from models.messages import Detection, Quality, Reading, SeriesKey
 from models.runrules import RunRules
@@ -52,7 +53,7 @@ def frames(data: np.ndarray, rows: int, dt: float = 1.0) -> list[Frame]:
                 np.zeros(e, dtype=np.int64),
                 t[0].copy(),
                 t[-1].copy(),
-                (),
+                Batch.empty(),
             )
         )
     return out
