@@ -152,11 +152,28 @@ class InfluxConfig(_Model):
 
 
 class ServerConfig(_Model):
-    """The central server's HTTP address and its SQLite alert store."""
+    """The central server's HTTP address, its SQLite alert store and how it subscribes.
+
+    ``share_group`` subscribes to the edge topics as an MQTT 5 shared subscription
+    (``$share/GROUP/...``), so that several servers of one group split the load; it needs
+    ``mqtt5: true``.
+    """
 
     host: str = "127.0.0.1"
     port: Port = 8080
     db_path: str = "cellwatch.sqlite"
+    mqtt5: bool = False
+    share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+
+    @model_validator(mode="after")
+    def _share_needs_v5(self) -> Self:
+        if self.share_group is not None and not self.mqtt5:
+            raise _Located(
+                "share_group",
+                "is an MQTT 5 shared subscription: set mqtt5: true",
+                self.share_group,
+            )
+        return self
 
 
 #: Rules of a Shewhart individuals chart, as named by `models.runrules.RunRules.RULES`.

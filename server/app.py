@@ -88,7 +88,7 @@ class CentralServer:
 
     ``client_id`` names the MQTT client (default: `server.ingest.default_client_id`, stable
     across restarts so the broker resumes the session); ``share_group`` and ``mqtt5`` are
-    passed to `server.ingest.Ingest`.
+    passed to `server.ingest.Ingest`, and default to the plant file's ``server`` section.
     """
 
     def __init__(
@@ -101,8 +101,8 @@ class CentralServer:
     ) -> None:
         self.cfg = cfg
         self._client_id = client_id
-        self._share_group = share_group
-        self._mqtt5 = mqtt5
+        self._share_group = share_group if share_group is not None else cfg.server.share_group
+        self._mqtt5 = mqtt5 or cfg.server.mqtt5
         self._stack: AsyncExitStack | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._serve: asyncio.Task[None] | None = None
