@@ -57,10 +57,14 @@ OUTBOX = ["sqlite"]
 
 
 def _pin(core: int) -> None:
-    """Run this process on one core when there are several (the load goes to the other)."""
-    cores = os.sched_getaffinity(0)
+    """Run this process on one core when the machine has several (the load goes to another).
+
+    The cores are the machine's, not this process's affinity: a load process inherits the
+    agent's single core and must still move to the other one.
+    """
+    cores = sorted(range(os.cpu_count() or 1))
     if len(cores) > 1:
-        os.sched_setaffinity(0, {sorted(cores)[core % len(cores)]})
+        os.sched_setaffinity(0, {cores[core % len(cores)]})
 
 
 def _load(
@@ -460,9 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmpdir, mosquitto(Path(tmpdir)) as (url, broker):
         # The broker is infrastructure, not the agent: it runs beside the load (the core the
         # simulator gets), so the agent has its core to itself.
-        others = sorted(set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0))
-        if others:
-            os.sched_setaffinity(broker.pid, {others[0]})
+        cores = sorted(range(os.cpu_count() or 1))
+        if len(cores) > 1:
+            os.sched_setaffinity(broker.pid, {cores[1]})
         figures["broker_cores"] = sorted(os.sched_getaffinity(broker.pid))
         tmp = Path(tmpdir)
         if "mqtt" in parts:

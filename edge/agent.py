@@ -33,8 +33,8 @@ from edge.publisher import Publisher
 from edge.source import QueuedSource
 from edge.sparkplug_source import SparkplugSource
 from edge.station_mv import build_detectors
-from models.batch import Batch
-from models.messages import Detection, EdgeStatus, Kind, Reading, Stats
+from models.batch import Batch, StatsBatch
+from models.messages import Detection, EdgeStatus, Kind, Reading
 from models.plant import PlantConfig
 from models.wire import status_topic, topic
 
@@ -206,13 +206,14 @@ class EdgeAgent:
         if not frames:
             return
         readings: dict[tuple[str, str], list[Batch]] = defaultdict(list)
-        stats: dict[tuple[str, str], list[Stats]] = defaultdict(list)
+        stats: dict[tuple[str, str], list[StatsBatch]] = defaultdict(list)
         found: dict[tuple[str, str], list[Detection]] = defaultdict(list)
         for f in frames:
             station = (f.line, f.station)
             out = self.monitor.process(f)
             readings[station].append(f.samples)
-            stats[station].extend(out.stats)
+            if out.summary is not None and len(out.summary):
+                stats[station].append(out.summary)
             found[station].extend(out.detections)
         for mv in self.multivariate:
             found[(mv.line, mv.station)].extend(mv.process(frames))

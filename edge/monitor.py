@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.charts import Chart, Step, build
 from edge.framer import Frame, GroupKey
-from models.batch import Batch
+from models.batch import Batch, StatsBatch
 from models.detector import BaselineError
 from models.messages import Detection, Reading, SeriesKey, Stats
 from models.plant import DetectorConfig, PlantConfig
@@ -45,10 +45,16 @@ MAX_KEYS = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one frame produced: one `Stats` per series and the new detections."""
+    """What one frame produced: its window summary (one row per series) and the new
+    detections."""
 
-    stats: tuple[Stats, ...] = ()
+    summary: StatsBatch | None = None
     detections: tuple[Detection, ...] = ()
+
+    @property
+    def stats(self) -> tuple[Stats, ...]:
+        """The summary as one `Stats` per series."""
+        return () if self.summary is None else tuple(self.summary.items())
 
 
 @dataclass(slots=True)
@@ -157,7 +163,7 @@ class Monitor:
             detections = self._run(group, frame)
             self.detections += len(detections)
             self.by_rule.update(d.rule for d in detections)
-        return Outcome(tuple(self._stats(frame, group)), tuple(detections))
+        return Outcome(self._stats(frame, group), tuple(detections))
 
     # -- detection --------------------------------------------------------------------------
 
@@ -296,32 +302,41 @@ class Monitor:
     # -- statistics -------------------------------------------------------------------------
 
     @staticmethod
-    def _stats(frame: Frame, group: _Group | None) -> list[Stats]:
-        out: list[Stats] = []
-        for j, eq in enumerate(frame.equipment):
-            n = int(frame.count[j])
-            x = frame.values[:n, j]
-            mean, lo, hi = (
-                (float(x.mean()), float(x.min()), float(x.max()))
-                if n
-                else (float("nan"), float("nan"), float("nan"))
-            )
-            stat = lcl = ucl = None
-            if group is not None and eq in group.member and eq in group.last:
-                stat, lcl, ucl = group.last[eq]
-            out.append(
-                Stats(
-                    SeriesKey(frame.line, frame.station, eq, frame.param),
-                    float(frame.ts_start[j]),
-                    float(frame.ts_end[j]),
-                    n,
-                    mean,
-                    lo,
-                    hi,
-                    int(frame.bad[j]),
-                    stat,
-                    lcl,
-                    ucl,
-                )
-            )
-        return out
+    def _stats(frame: Frame, group: _Group | None) -> StatsBatch:
+        """The window's count, mean, min and max per column, computed for all columns at once,
+        with the detector's last statistic and limits of the charted ones."""
+        values, count = frame.values, frame.count
+        e = len(frame.equipment)
+        nan = np.full(e, np.nan)
+        if values.shape[0] == 0:
+            mean, lo, hi = nan, nan, nan.copy()
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = np.where(np.isnan(values), 0.0, values).sum(axis=0)
+                mean = np.where(count > 0, total / count, np.nan)
+            lo = np.fmin.reduce(values, axis=0)
+            hi = np.fmax.reduce(values, axis=0)
+        stat, lcl, ucl = nan.copy(), nan.copy(), nan.copy()
+        if group is not None and group.last:
+            last, member = group.last, group.member
+            for j, eq in enumerate(frame.equipment):
+                if eq in member:
+                    got = last.get(eq)
+                    if got is not None:
+                        stat[j], lcl[j], ucl[j] = (np.nan if x is None else x for x in got)
+        return StatsBatch(
+            frame.line,
+            frame.station,
+            frame.param,
+            frame.equipment,
+            frame.ts_start,
+            frame.ts_end,
+            count,
+            mean,
+            lo,
+            hi,
+            frame.bad,
+            stat,
+            lcl,
+            ucl,
+        )

@@ -5,7 +5,7 @@ point 2) fail in one of a few ways: a reconnect backoff that grows to minutes, a
 that is not renewed on the new connection, a broker that lost the session while the client
 assumes it kept it, or a network thread that died on an exception. `MqttSession` closes each:
 
-* paho's network thread reconnects with a backoff of 1 s doubling to at most `MAX_RETRY_S`;
+* the connection is retried with a backoff of 1 s doubling to at most `MAX_RETRY_S`;
 * every connection subscribes again, so a broker that forgot the session (restarted without
   persistence) still delivers, and the source reports ``connected`` only once the broker has
   acknowledged the subscription;
@@ -17,8 +17,9 @@ assumes it kept it, or a network thread that died on an exception. `MqttSession`
   lost acknowledgement) is dropped and counted (``duplicates``): a message identical to one of
   the last `RECENT_MESSAGES` (same topic, same bytes) is a repeat, since payloads carry their
   timestamps;
-* callbacks only hand their arguments to the event loop, and paho is told to survive an
-  exception in one; `restart` rebuilds the client from scratch for a watchdog that decides the
+* paho's network I/O runs on the event loop (`edge.mqtt_loop.LoopDriver`), not on a thread of
+  its own, so callbacks run where all edge state lives; paho is told to survive an exception
+  in one, and `restart` rebuilds the client from scratch for a watchdog that decides the
   connection is stuck.
 
 TLS uses an `ssl.SSLContext` built from the config (CA file or the system's CAs, an optional
@@ -42,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.handoff import call_in_loop
+from edge.mqtt_loop import LoopDriver
 from models.plant import MqttBroker, MqttClientConfig, MqttTls
 
 __all__ = [
@@ -57,8 +59,6 @@ log = logging.getLogger("cellwatch.edge.mqtt")
 
 #: Longest wait between two connection attempts (seconds); paho doubles from 1 s up to it.
 MAX_RETRY_S = 5
-#: Messages handed from paho's thread that one turn of the event loop processes.
-DRAIN_BATCH = 200
 #: Recent messages remembered to recognise a QoS 1 redelivery of one already received.
 RECENT_MESSAGES = 10_000
 
@@ -145,19 +145,6 @@ class SessionEvents(Protocol):
     def message(self, topic: str, payload: bytes, received: float) -> None: ...
 
 
-class _Client(mqtt.Client):
-    """paho's client, remembering why the last connection attempt failed (paho drops it)."""
-
-    connect_error: str = ""
-
-    def reconnect(self) -> mqtt.MQTTErrorCode:
-        try:
-            return super().reconnect()
-        except OSError as exc:
-            self.connect_error = str(exc) or type(exc).__name__
-            raise
-
-
 class _Recent:
     """A bounded set of recent message fingerprints, oldest forgotten first."""
 
@@ -213,8 +200,7 @@ class MqttSession:
         self._session_present = False
         self._refused = False
         self._recent = _Recent(RECENT_MESSAGES)
-        self._inbox: deque[tuple[str, bytes, float]] = deque()
-        self._drain_scheduled = False
+        self._driver: LoopDriver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client = self._new_client()
         self._running = False
@@ -248,10 +234,10 @@ class MqttSession:
         scheme = "mqtts" if self._tls is not None else "mqtt"
         return f"{scheme}://{self.endpoint.host}:{self.endpoint.port}"
 
-    def _new_client(self) -> _Client:
+    def _new_client(self) -> mqtt.Client:
         v5 = self.protocol == "5"
         options: dict[str, Any] = {} if v5 else {"clean_session": not self.persistent}
-        client = _Client(
+        client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -264,9 +250,7 @@ class MqttSession:
                 client.tls_insecure_set(True)  # else paho checks the name itself
         if self.endpoint.username is not None:
             client.username_pw_set(self.endpoint.username, self.endpoint.password)
-        client.reconnect_delay_set(min_delay=1, max_delay=MAX_RETRY_S)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -293,14 +277,16 @@ class MqttSession:
             )
         else:
             client.connect_async(self.endpoint.host, self.endpoint.port, self.endpoint.keepalive_s)
-        client.loop_start()
+        self._driver = LoopDriver(client, self._connect_failed, max_retry_s=MAX_RETRY_S)
+        self._driver.start()
 
     async def stop(self) -> None:
-        """Disconnect (the broker keeps a persistent session) and join paho's thread."""
+        """Disconnect (the broker keeps a persistent session) and end the connection task."""
         self._running = False
         self.connected = False
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        if self._driver is not None:
+            await self._driver.stop()
+            self._driver = None
 
     async def restart(self) -> None:
         """Throw the client away and connect with a new one (same id, so same session)."""
@@ -309,16 +295,18 @@ class MqttSession:
         await self.start()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
-        """Hand a message to paho (thread-safe); False when it cannot be queued."""
+        """Hand a message to paho (on the loop); False when it cannot be queued."""
         info = self._client.publish(topic, payload, qos=qos)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
-    # -- paho thread: hand everything to the loop --------------------------------------------
+    # -- paho callbacks: on the loop, scheduled after what paho is doing ----------------------
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
             call_in_loop(self._loop, self._down, f"broker refused the connection: {rc}", True)
             return
+        if self._driver is not None:
+            self._driver.mark_connected()
         call_in_loop(self._loop, self._connected, bool(flags.session_present))
         client.subscribe(list(self.subscriptions))
 
@@ -334,20 +322,14 @@ class MqttSession:
             granted = [int(getattr(c, "value", c)) for c in codes]
             call_in_loop(self._loop, self._subscribed, granted)
 
-    def _on_connect_fail(self, client: mqtt.Client, _u: Any) -> None:
-        why = getattr(client, "connect_error", "") or "no answer"
-        call_in_loop(self._loop, self._down, f"cannot connect to {self.address}: {why}")
+    def _connect_failed(self, why: str) -> None:
+        self._down(f"cannot connect to {self.address}: {why or 'no answer'}")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         call_in_loop(self._loop, self._down, f"disconnected: {rc}")
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        # Messages wait in a deque and one scheduled call takes all of them: waking the loop
-        # once per message costs a system call each, which shows at thousands a second.
-        self._inbox.append((msg.topic, msg.payload, time.time()))
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            call_in_loop(self._loop, self._drain)
+        self._message(msg.topic, msg.payload, time.time())
 
     # -- event loop ---------------------------------------------------------------------------
 
@@ -392,19 +374,6 @@ class MqttSession:
         self._refused = refusal
         self.connected = False
         self.events.session_down(error)
-
-    def _drain(self) -> None:
-        # Cleared before taking: a message appended after the last popleft schedules a drain.
-        # At most DRAIN_BATCH at a time, so the loop's other work (the window) is not held up.
-        self._drain_scheduled = False
-        inbox = self._inbox
-        for _ in range(DRAIN_BATCH):
-            if not inbox:
-                return
-            self._message(*inbox.popleft())
-        if inbox and not self._drain_scheduled and self._loop is not None:
-            self._drain_scheduled = True
-            self._loop.call_soon(self._drain)
 
     def _message(self, topic: str, payload: bytes, received: float) -> None:
         self.last_message_mono = time.monotonic()

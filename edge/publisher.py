@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 
 from edge.handoff import call_in_loop
 from edge.outbox import Item, MemoryOutbox, Outbox, SqliteOutbox
-from models.batch import Batch
+from models.batch import Batch, StatsBatch
 from models.messages import Envelope, Kind, Payload
 from models.wire import encode
 
@@ -193,7 +193,9 @@ class Publisher:
 
     # -- producer side ----------------------------------------------------------------------
 
-    def send(self, topic: str, kind: Kind, items: Sequence[Payload | Batch]) -> Envelope | None:
+    def send(
+        self, topic: str, kind: Kind, items: Sequence[Payload | Batch | StatsBatch]
+    ) -> Envelope | None:
         """Number, encode and store one envelope; returns it. Never blocks.
 
         Returns None, counted and logged, when the envelope could not be stored: not

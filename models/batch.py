@@ -1,4 +1,4 @@
-"""Readings in columns: the shape samples travel in from a source to the outbox.
+"""Readings and window statistics in columns: the shapes they travel in from source to outbox.
 
 A gateway taking 200,000 values a second cannot afford one Python object per value: a batched
 MQTT payload or an OPC UA notification already holds many samples, so a `Batch` keeps them as
@@ -11,6 +11,9 @@ convert both ways without loss.
 Absent optional values are NaN in the float columns (``received``, ``server_ts``); the
 ``quality``, ``server_ts`` and ``backfilled`` columns may be None, meaning all good, none and
 none backfilled, which is what nearly every live batch is.
+
+`StatsBatch` is the same idea for the per-window summary of a frame: one object per parameter
+and window with a column per statistic, instead of one `Stats` object per series.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.messages import Quality, Reading, SeriesKey
+from models.messages import Quality, Reading, SeriesKey, Stats
 
-__all__ = ["BAD", "GOOD", "QUALITIES", "UNCERTAIN", "Batch"]
+__all__ = ["BAD", "GOOD", "QUALITIES", "UNCERTAIN", "Batch", "StatsBatch"]
 
 #: Quality codes of the ``quality`` column, indexes into `QUALITIES`.
 GOOD = 0
@@ -189,6 +192,75 @@ class Batch:
             cat("server_ts", math.nan),
             cat("backfilled", False),
         )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StatsBatch:
+    """The window summary of one parameter: element j of every column belongs to
+    ``equipment[j]``. NaN in ``statistic``/``lcl``/``ucl`` means none (Phase I), and in
+    ``mean``/``minimum``/``maximum`` a series without usable samples.
+
+    Examples:
+        >>> sb = StatsBatch("l1", "formation", "voltage", ("a",), *([np.array([1.0])] * 2),
+        ...                 np.array([3]), *([np.array([3.7])] * 3), np.array([0]),
+        ...                 *([np.array([np.nan])] * 3))
+        >>> [s] = sb.items()
+        >>> (s.key.equipment, s.count, s.mean, s.statistic)
+        ('a', 3, 3.7, None)
+    """
+
+    line: str
+    station: str
+    param: str
+    equipment: tuple[str, ...]
+    ts_start: FloatArray
+    ts_end: FloatArray
+    count: npt.NDArray[np.int64]
+    mean: FloatArray
+    minimum: FloatArray
+    maximum: FloatArray
+    bad: npt.NDArray[np.int64]
+    statistic: FloatArray
+    lcl: FloatArray
+    ucl: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.equipment)
+
+    def items(self) -> list[Stats]:
+        """One `Stats` per series."""
+        cols = [
+            a.tolist()
+            for a in (
+                self.ts_start,
+                self.ts_end,
+                self.count,
+                self.mean,
+                self.minimum,
+                self.maximum,
+                self.bad,
+                self.statistic,
+                self.lcl,
+                self.ucl,
+            )
+        ]
+        line, station, param = self.line, self.station, self.param
+        return [
+            Stats(
+                SeriesKey(line, station, eq, param),
+                t0,
+                t1,
+                n,
+                m,
+                lo,
+                hi,
+                b,
+                _none(st),
+                _none(lc),
+                _none(uc),
+            )
+            for eq, t0, t1, n, m, lo, hi, b, st, lc, uc in zip(self.equipment, *cols, strict=True)
+        ]
 
 
 _DTYPE = {"quality": np.uint8, "server_ts": np.float64, "backfilled": np.bool_}

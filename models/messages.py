@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # models.batch imports this module
-    from models.batch import Batch
+    from models.batch import Batch, StatsBatch
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -197,5 +197,5 @@ class Envelope:
     seq: int
     kind: Kind
     sent_ts: float
-    items: tuple[Payload | Batch, ...] = field(default_factory=tuple)
+    items: tuple[Payload | Batch | StatsBatch, ...] = field(default_factory=tuple)
     schema: int = SCHEMA_VERSION

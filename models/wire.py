@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from models.batch import QUALITIES, Batch
+from models.batch import QUALITIES, Batch, StatsBatch
 from models.messages import (
     SCHEMA_VERSION,
     Detection,
@@ -170,10 +170,47 @@ def _batch_item(b: Batch) -> dict[str, Any]:
     return item
 
 
+_STATS_COLUMNS = (
+    ("ts_start", "<f8"),
+    ("ts_end", "<f8"),
+    ("count", "<i8"),
+    ("mean", "<f8"),
+    ("min", "<f8"),
+    ("max", "<f8"),
+    ("bad", "<i8"),
+    ("statistic", "<f8"),
+    ("lcl", "<f8"),
+    ("ucl", "<f8"),
+)
+_STATS_ATTR = {"min": "minimum", "max": "maximum"}
+
+
+def _stats_item(sb: StatsBatch) -> dict[str, Any]:
+    """A window summary as one object: the series' equipment, then one base64 column per
+    statistic (``statistic``, ``lcl`` and ``ucl`` left out while no series has them)."""
+    item: dict[str, Any] = {
+        "line": sb.line,
+        "station": sb.station,
+        "param": sb.param,
+        "equipment": list(sb.equipment),
+    }
+    for name, dtype in _STATS_COLUMNS:
+        col = getattr(sb, _STATS_ATTR.get(name, name))
+        if name in ("statistic", "lcl", "ucl") and np.isnan(col).all():
+            continue
+        item[name] = _b64(col, dtype)
+    return item
+
+
 def _items(env: Envelope) -> list[Any]:
     out: list[Any] = []
     for i in env.items:
-        if isinstance(i, Batch):
+        if isinstance(i, StatsBatch):
+            if env.kind is not Kind.STATS:
+                raise TypeError(f"a window summary cannot be sent as {env.kind.value}")
+            if len(i):
+                out.append(_stats_item(i))
+        elif isinstance(i, Batch):
             if env.kind is not Kind.TELEMETRY:
                 raise TypeError(f"a batch of readings cannot be sent as {env.kind.value}")
             if len(i):
@@ -330,7 +367,46 @@ def _dbatch(x: dict[str, Any]) -> list[Reading]:
     return list(batch.readings())
 
 
+_SUMMARY_FIELDS = frozenset(
+    {"line", "station", "param", "equipment"} | {n for n, _ in _STATS_COLUMNS}
+)
+
+
+def _dsummary(x: dict[str, Any]) -> list[Stats]:
+    """The `Stats` of one window summary object (see `_stats_item`)."""
+    unknown = set(x) - _SUMMARY_FIELDS
+    if unknown:
+        raise WireError(f"stats summary item has unknown field(s) {sorted(unknown)}")
+    try:
+        line, station, param = (_s(x[k], k) for k in ("line", "station", "param"))
+    except KeyError as e:
+        raise WireError(f"stats summary item lacks {e.args[0]!r}") from None
+    equipment = [_s(e, "equipment") for e in _list(x["equipment"], "equipment")]
+    n = len(equipment)
+    cols: dict[str, np.ndarray] = {}
+    for name, dtype in _STATS_COLUMNS:
+        col = _column(x, name, dtype, n)
+        if col is None:
+            if name not in ("statistic", "lcl", "ucl"):
+                raise WireError(f"stats summary item lacks {name!r}")
+            col = np.full(n, np.nan)
+        cols[_STATS_ATTR.get(name, name)] = col
+    if not (np.isfinite(cols["ts_start"]).all() and np.isfinite(cols["ts_end"]).all()):
+        raise WireError("ts_start and ts_end must be finite numbers")
+    if (cols["count"] < 0).any() or (cols["bad"] < 0).any():
+        raise WireError("count and bad must not be negative")
+    return StatsBatch(line, station, param, tuple(equipment), **cols).items()
+
+
 def _decode_items(kind: Kind, items: list[Any]) -> tuple[Payload, ...]:
+    if kind is Kind.STATS:
+        stats: list[Payload] = []
+        for i in items:
+            if isinstance(i, dict) and "equipment" in i:
+                stats.extend(_dsummary(i))
+            else:
+                stats.append(_dstats(i))
+        return tuple(stats)
     if kind is not Kind.TELEMETRY:
         return tuple(_DECODERS[kind](i) for i in items)
     out: list[Payload] = []

@@ -283,3 +283,23 @@ def test_receive_maximum_needs_mqtt_5() -> None:
         PlantConfig.model_validate(body)
     body["sources"]["mqtt"][0]["protocol"] = 5
     assert PlantConfig.model_validate(body).sources.mqtt[0].receive_maximum == 1000
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_window_summary_matches_each_column_computed_alone(seed: int) -> None:
+    readings = random_readings(seed, 300)
+    framer = Framer()
+    framer.add_batch(Batch.of(readings))
+    monitor = Monitor(plant())
+    for f in framer.cut():
+        got = {s.key.equipment: s for s in monitor.process(f).stats}
+        assert set(got) == set(f.equipment)
+        for j, eq in enumerate(f.equipment):
+            x = f.values[: f.count[j], j]
+            s = got[eq]
+            assert (s.count, s.bad) == (int(f.count[j]), int(f.bad[j]))
+            if x.size:
+                assert s.mean == pytest.approx(float(x.mean()), rel=1e-12, abs=1e-12)
+                assert (s.minimum, s.maximum) == (float(x.min()), float(x.max()))
+            else:
+                assert math.isnan(s.mean) and math.isnan(s.minimum) and math.isnan(s.maximum)

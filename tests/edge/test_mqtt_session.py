@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -193,3 +194,27 @@ async def test_qos_0_delivers_while_connected(mosquitto_url: str) -> None:
         await d.publish(f"{root}/cab01", sample(2), qos=1)  # delivered at QoS 0 as well
         got = await take_until(src, 1_700_000_002)
     assert [r.ts - 1_700_000_000 for r in got] == [1, 2]
+
+
+async def test_a_source_started_before_its_broker_connects_on_the_loop(tmp_path: Path) -> None:
+    """No broker at start: the attempts fail, counted in the state and error, without a network
+    thread; a broker started on the port is found within the backoff bound (5 s)."""
+    port = free_port()
+    root = f"t/{uuid.uuid4().hex[:8]}"
+    async with MqttSource(config(root), f"mqtt://127.0.0.1:{port}") as src:
+        await eventually(lambda: "cannot connect" in src.last_error, 10, "a failed attempt")
+        assert src.state != "connected"
+        assert not [t for t in threading.enumerate() if t.name.startswith("paho-mqtt-client-")]
+        broker = mosquitto_tls(tmp_path, port)
+        url, _ = await asyncio.to_thread(broker.__enter__)
+        try:
+            started = time.monotonic()
+            await eventually(lambda: src.state == "connected", 15, "connected")
+            waited = time.monotonic() - started
+            async with Device(url) as dev:
+                dev.send(f"{root}/cab01", sample(7))
+                [r] = await take_until(src, 1_700_000_007)
+        finally:
+            await asyncio.to_thread(broker.__exit__, None, None, None)
+    assert r.value == pytest.approx(3.007)
+    assert waited <= 6.0

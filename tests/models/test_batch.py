@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from models.batch import Batch
-from models.messages import Envelope, Kind, Quality, Reading, SeriesKey
+from models.batch import Batch, StatsBatch
+from models.messages import Envelope, Kind, Quality, Reading, SeriesKey, Stats
 from models.wire import WireError, decode, encode
 
 
@@ -128,3 +128,96 @@ def test_a_batch_cannot_be_sent_as_stats() -> None:
     env = Envelope("gw1", 1, Kind.STATS, 1.0, (Batch.of(mixed()),))
     with pytest.raises(TypeError, match="stats"):
         encode(env)
+
+
+# -- window summaries --------------------------------------------------------------------------
+
+
+def summary() -> StatsBatch:
+    return StatsBatch(
+        "line1",
+        "formation",
+        "voltage",
+        ("a", "b", "c"),
+        np.array([1.0, 1.0, 2.0]),
+        np.array([1.5, 1.9, 2.0]),
+        np.array([3, 0, 1]),
+        np.array([3.7, np.nan, 3.6]),
+        np.array([3.6, np.nan, 3.6]),
+        np.array([3.8, np.nan, 3.6]),
+        np.array([0, 2, 0]),
+        np.array([3.71, np.nan, np.nan]),
+        np.array([3.5, np.nan, np.nan]),
+        np.array([3.9, np.nan, np.nan]),
+    )
+
+
+def stats_fields(s: Stats) -> tuple[object, ...]:
+    nan = lambda x: "nan" if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
+    return (
+        s.key,
+        s.ts_start,
+        s.ts_end,
+        s.count,
+        nan(s.mean),
+        nan(s.minimum),
+        nan(s.maximum),
+        s.bad,
+        s.statistic,
+        s.lcl,
+        s.ucl,
+    )
+
+
+def test_a_summary_decodes_to_one_stats_per_series() -> None:
+    sb = summary()
+    env = Envelope("gw1", 3, Kind.STATS, 10.0, (sb,))
+    got = decode(encode(env)).items
+    assert [stats_fields(s) for s in got] == [stats_fields(s) for s in sb.items()]  # type: ignore[arg-type]
+    a, b, _ = sb.items()
+    assert (a.statistic, a.lcl, a.ucl) == (3.71, 3.5, 3.9)
+    assert (b.count, b.bad, b.statistic) == (0, 2, None)
+
+
+def test_a_summary_without_charted_series_leaves_the_limits_out() -> None:
+    sb = summary()
+    nan = np.full(3, np.nan)
+    bare = StatsBatch(
+        *[getattr(sb, f) for f in StatsBatch.__dataclass_fields__][:11], nan, nan, nan
+    )
+    item = json.loads(encode(Envelope("gw1", 3, Kind.STATS, 10.0, (bare,))))["items"][0]
+    assert not {"statistic", "lcl", "ucl"} & set(item)
+    assert all(
+        s.ucl is None for s in decode(encode(Envelope("gw1", 3, Kind.STATS, 1.0, (bare,)))).items
+    )  # type: ignore[union-attr]
+
+
+def bad_summary(**change: object) -> bytes:
+    body = json.loads(encode(Envelope("gw1", 3, Kind.STATS, 10.0, (summary(),))))
+    body["items"][0].update(change)
+    body["items"][0] = {k: v for k, v in body["items"][0].items() if v is not None}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"count": base64.b64encode(np.array([1, -1, 0], "<i8").tobytes()).decode()}, "negative"),
+        (
+            {"ts_end": base64.b64encode(np.array([1, np.inf, 0], "<f8").tobytes()).decode()},
+            "finite",
+        ),
+        ({"mean": None}, "lacks 'mean'"),
+        ({"line": None}, "lacks 'line'"),
+        ({"equipment": ["a", "b"]}, "bytes for 2 samples"),
+        ({"oops": 1}, "unknown field"),
+    ],
+)
+def test_a_broken_summary_is_rejected_with_the_reason(change: dict, reason: str) -> None:
+    with pytest.raises(WireError, match=reason):
+        decode(bad_summary(**change))
+
+
+def test_a_summary_cannot_be_sent_as_telemetry() -> None:
+    with pytest.raises(TypeError, match="telemetry"):
+        encode(Envelope("gw1", 1, Kind.TELEMETRY, 1.0, (summary(),)))
