@@ -15,10 +15,11 @@ in-memory one, to see what the disk costs. Parts:
 * **Baselines**, the per-item shapes, each doing for every value what the agent does per tag:
   a paho ``on_message`` that decodes the batch and runs a Python EWMA value by value, and an
   asyncua subscription handler that does the same for each data change.
-* **Latency**: with ``--latency-load`` values/s of background load, a probe publishes single
-  values (one message each, stamped with the send time) and a spike every 0.1 s; the agent runs
-  an EWMA (lam 1, known limits) on the probe and a subscriber takes the time each detection
-  arrives. The figure is sample to published detection, both broker hops included.
+* **Latency**: with ``--latency-load`` values/s of background load, a probe process (beside the
+  load, not in the agent's process) publishes single values (one message each, stamped with
+  the send time) and a spike every 0.1 s; the agent runs an EWMA (lam 1, known limits) on the
+  probe and the probe process takes the time each detection arrives. The figure is sample to
+  published detection, both broker hops included.
 * **RSS at 10k tags**: the agent alone in a fresh process (models and edge only) collecting
   10,240 tags, its peak resident set size.
 
@@ -327,16 +328,14 @@ async def _opcua_baseline(
     return (n1 - n0) / (t1 - t0)
 
 
-async def _latency(url: str, tmp: Path, seconds: float, load_rate: float) -> dict[str, float]:
-    """Sample-to-published-detection delay of probe spikes under background load."""
+def _probe(url: str, seconds: float, ready: Any, go: Any, out: Any) -> None:
+    """The latency probe as its own process beside the load: it publishes single values with
+    their send time, a 50 sigma spike every 0.1 s, and timestamps each detection as it
+    arrives. Outside the agent's process it takes no interpreter time from the agent."""
     import paho.mqtt.client as mqtt
 
-    from edge.agent import EdgeAgent
-
+    _pin(1)
     host, port = url.removeprefix("mqtt://").split(":")
-    channels = 32
-    cabinets = max(1, round(load_rate / (channels * VALUES_PER_SAMPLE * 4.0)))
-    load = _Load("mqtt", url, cabinets, channels, 4.0)
     arrivals: list[tuple[float, float]] = []
 
     def on_detection(client: Any, userdata: Any, msg: Any) -> None:
@@ -354,31 +353,45 @@ async def _latency(url: str, tmp: Path, seconds: float, load_rate: float) -> dic
     probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     probe.connect(host, int(port))
     probe.loop_start()
+    ready.set()
+    go.wait()
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end:
+        k += 1
+        x = 50.0 if k % 10 == 0 else 0.0
+        probe.publish("bench/probe/p1", json.dumps({"ts": time.time(), "x": x}), qos=1)
+        time.sleep(0.01)  # the probe's sampling period
+    time.sleep(2.0)  # detections still on their way
+    probe.loop_stop()
+    sub.loop_stop()
+    out.put((k, [a - t for a, t in arrivals]))
+
+
+async def _latency(url: str, tmp: Path, seconds: float, load_rate: float) -> dict[str, float]:
+    """Sample-to-published-detection delay of probe spikes under background load."""
+    from edge.agent import EdgeAgent
+
+    channels = 32
+    cabinets = max(1, round(load_rate / (channels * VALUES_PER_SAMPLE * 4.0)))
+    load = _Load("mqtt", url, cabinets, channels, 4.0)
+    ctx = mp.get_context("spawn")
+    ready, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_probe, args=(url, seconds, ready, go, out))
+    proc.start()
     cfg = _plant(url, tmp / "latency.sqlite", mqtt=True, window_s=0.005, probe=True)
     try:
-        sent = [0]
-
-        def run_probe() -> None:
-            # Its own thread, so a busy agent loop cannot slow the probe down.
-            end = time.monotonic() + seconds
-            k = 0
-            while time.monotonic() < end:
-                k += 1
-                x = 50.0 if k % 10 == 0 else 0.0  # a 50 sigma spike every 0.1 s
-                probe.publish("bench/probe/p1", json.dumps({"ts": time.time(), "x": x}), qos=1)
-                time.sleep(0.01)
-            sent[0] = k
-
+        await asyncio.to_thread(ready.wait, 60)
         async with EdgeAgent(cfg):
             await asyncio.sleep(3.0)
-            await asyncio.to_thread(run_probe)
-            await asyncio.sleep(2.0)
-        k = sent[0]
+            go.set()
+            k, delays_s = await asyncio.to_thread(out.get, True, seconds + 60)
     finally:
         load.close()
-        probe.loop_stop()
-        sub.loop_stop()
-    delays = np.array([a - t for a, t in arrivals]) * 1e3
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    delays = np.array(delays_s) * 1e3
     p50, p99 = np.percentile(delays, [50, 99]) if delays.size else (np.nan, np.nan)
     return {
         "p50_ms": float(p50),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import defaultdict, deque
@@ -112,6 +113,11 @@ class EdgeAgent:
                 await stack.enter_async_context(src)
             self._stack = stack.pop_all()
         await self._serve_metrics()
+        # What exists now (plant config, series keys, subscriptions, libraries) lives as long
+        # as the agent. Frozen out of the cyclic collector's sight, it is no longer walked by
+        # every full collection: measured at 50k values/s, those pauses fell from 56-70 ms
+        # to 3-10 ms, and they were the tail of the detection latency.
+        gc.freeze()
         self._started = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._consume(s), name=f"src-{s.id}") for s in self.sources

@@ -143,6 +143,20 @@ def _node_id(text: str, default_ns: int, namespaces: list[str]) -> ua.NodeId:
     return ua.NodeId.from_string(f"ns={default_ns};{text}" if default_ns else text)
 
 
+def _browse_path(path: str, ns: int) -> ua.BrowsePath:
+    """A browse path from the Objects folder, one hierarchical step per ``/``-separated name."""
+    bp = ua.BrowsePath()
+    bp.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+    for part in (p for p in path.split("/") if p):
+        el = ua.RelativePathElement()
+        el.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+        el.IsInverse = False
+        el.IncludeSubtypes = True
+        el.TargetName = ua.QualifiedName(part, ns)
+        bp.RelativePath.Elements.append(el)
+    return bp
+
+
 async def resolve(client: Client, cfg: plant.OpcUaSource, per_call: int) -> Resolved:
     """Node ids of the configured nodes, keyed by handle (config index + 1).
 
@@ -158,7 +172,7 @@ async def resolve(client: Client, cfg: plant.OpcUaSource, per_call: int) -> Reso
         idx = namespaces.index(cfg.namespace_uri)
     out: dict[int, ua.NodeId] = {}
     failed: list[tuple[int, str]] = []
-    paths: list[tuple[int, ua.BrowsePath]] = []
+    paths: list[tuple[int, str]] = []
     for i, n in enumerate(cfg.nodes):
         handle = i + 1
         if n.node_id is not None:
@@ -168,25 +182,20 @@ async def resolve(client: Client, cfg: plant.OpcUaSource, per_call: int) -> Reso
                 failed.append((handle, f"{type(e).__name__}: {e}"))
             continue
         assert n.browse_path is not None
-        bp = ua.BrowsePath()
-        bp.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
-        for part in (p for p in n.browse_path.split("/") if p):
-            el = ua.RelativePathElement()
-            el.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
-            el.IsInverse = False
-            el.IncludeSubtypes = True
-            el.TargetName = ua.QualifiedName(part, idx)
-            bp.RelativePath.Elements.append(el)
-        paths.append((handle, bp))
+        paths.append((handle, n.browse_path))
     calls = 0
+    # The request objects are built one batch at a time: for 10,000 nodes, all at once they
+    # would hold tens of megabytes at the gateway's peak.
     for batch in batches(paths, per_call):
-        results = await client.uaclient.translate_browsepaths_to_nodeids([bp for _, bp in batch])
+        request = [_browse_path(path, idx) for _, path in batch]
+        results = await client.uaclient.translate_browsepaths_to_nodeids(request)
         calls += 1
         for (handle, _), res in zip(batch, results, strict=True):
             if res.StatusCode.is_good() and res.Targets:
                 out[handle] = _plain(res.Targets[0].TargetId)
             else:
                 failed.append((handle, f"not found ({res.StatusCode.name})"))
+        del request, results
     return Resolved(out, failed, calls)
 
 
