@@ -415,7 +415,20 @@ def _rss_child(url: str, outbox: str, endpoint: str, out: Any) -> None:
 
     asyncio.run(main())
     blocked = [m for m in ("sklearn", "fastapi", "uvicorn", "sim", "server") if m in sys.modules]
-    out.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, blocked))
+    out.put((_peak_rss_mb(resource), blocked))
+
+
+def _peak_rss_mb(resource: Any) -> float:
+    """This process's peak resident set size in MB. Linux's VmHWM: ``ru_maxrss`` survives
+    ``exec``, so a child started from a large benchmark process would report the parent's."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
 def _rss_10k(url: str, tmp: Path) -> tuple[float, list[str]]:
