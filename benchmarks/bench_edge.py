@@ -11,7 +11,8 @@ in-memory one, to see what the disk costs. Parts:
 * **MQTT, batched**: ``--mqtt-cabinets`` x ``--mqtt-channels`` formation channels at
   ``--mqtt-rate-hz``, four values per sample, one JSON batch per channel per second.
 * **OPC UA**: 40 x 64 channels x 4 variables served by the simulator at ``--opcua-rate-hz``,
-  subscribed by the agent's OPC UA source.
+  subscribed by the agent's OPC UA source: 10,240 scalar nodes, or with ``--opcua-arrays``
+  160 array nodes (one per cabinet and variable, element k = channel k).
 * **Baselines**, the per-item shapes, each doing for every value what the agent does per tag:
   a paho ``on_message`` that decodes the batch and runs a Python EWMA value by value, and an
   asyncua subscription handler that does the same for each data change.
@@ -91,7 +92,8 @@ def _load(
             cabinets=cabinets,
             channels=channels,
             fault=None,
-            formation_opcua=kind == "opcua",
+            formation_opcua=kind in ("opcua", "opcua-arrays"),
+            **({"formation_arrays": True} if kind == "opcua-arrays" else {}),
         )
         async with sim:
             port_out.put(sim.endpoint)
@@ -130,6 +132,7 @@ def _plant(
     channels: int = 64,
     window_s: float = 1.0,
     probe: bool = False,
+    arrays: bool = False,
 ) -> Any:
     from models.plant import PlantConfig
 
@@ -158,16 +161,28 @@ def _plant(
             "capacity": "Capacity",
             "cell_temperature": "Temperature",
         }
-        nodes = [
-            {
-                "browse_path": f"Line1/Formation/Cab{c:02d}/Ch{h:02d}/{names[p]}",
-                "equipment": f"cab{c:02d}-ch{h:02d}",
-                "param": p,
-            }
-            for c in range(1, cabinets + 1)
-            for h in range(1, channels + 1)
-            for p in PARAMS
-        ]
+        if arrays:
+            # One array node per cabinet and variable, element k = channel k.
+            nodes = [
+                {
+                    "browse_path": f"Line1/Formation/Cab{c:02d}/{names[p]}Array",
+                    "elements": f"cab{c:02d}-ch{{k:02}}",
+                    "param": p,
+                }
+                for c in range(1, cabinets + 1)
+                for p in PARAMS
+            ]
+        else:
+            nodes = [
+                {
+                    "browse_path": f"Line1/Formation/Cab{c:02d}/Ch{h:02d}/{names[p]}",
+                    "equipment": f"cab{c:02d}-ch{h:02d}",
+                    "param": p,
+                }
+                for c in range(1, cabinets + 1)
+                for h in range(1, channels + 1)
+                for p in PARAMS
+            ]
         sources["opcua"].append(
             {
                 "id": "cyclers",
@@ -293,9 +308,15 @@ def _mqtt_baseline(url: str, seconds: float, warmup: float) -> float:
 
 
 async def _opcua_baseline(
-    endpoint: str, cabinets: int, channels: int, seconds: float, warmup: float
+    endpoint: str,
+    cabinets: int,
+    channels: int,
+    seconds: float,
+    warmup: float,
+    arrays: bool = False,
 ) -> float:
-    """Values/s of an asyncua handler that handles each data change on its own."""
+    """Values/s of an asyncua handler that handles each data change on its own (for array
+    nodes: each element of it, one at a time)."""
     from asyncua import Client, ua
 
     charts: dict[Any, _Ewma] = {}
@@ -303,21 +324,30 @@ async def _opcua_baseline(
 
     class Handler:
         def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
-            chart = charts.get(node)
-            if chart is None:
-                chart = charts[node] = _Ewma()
-            chart.update(float(val))
-            counted[0] += 1
+            for k, x in enumerate(val if isinstance(val, list) else [val]):
+                chart = charts.get((node, k))
+                if chart is None:
+                    chart = charts[(node, k)] = _Ewma()
+                chart.update(float(x))
+                counted[0] += 1
 
     async with Client(endpoint, timeout=60) as client:
         ns = await client.get_namespace_index("urn:cellwatch:sim")
         names = ("Voltage", "Current", "Capacity", "Temperature")
-        nodes = [
-            client.get_node(ua.NodeId(f"Line1.Formation.Cab{c:02d}.Ch{h:02d}.{n}", ns))
-            for c in range(1, cabinets + 1)
-            for h in range(1, channels + 1)
-            for n in names
-        ]
+        nodes = (
+            [
+                client.get_node(ua.NodeId(f"Line1.Formation.Cab{c:02d}.{n}Array", ns))
+                for c in range(1, cabinets + 1)
+                for n in names
+            ]
+            if arrays
+            else [
+                client.get_node(ua.NodeId(f"Line1.Formation.Cab{c:02d}.Ch{h:02d}.{n}", ns))
+                for c in range(1, cabinets + 1)
+                for h in range(1, channels + 1)
+                for n in names
+            ]
+        )
         sub = await client.create_subscription(100, Handler())
         for k in range(0, len(nodes), 1000):
             await sub.subscribe_data_change(nodes[k : k + 1000], queuesize=10)
@@ -457,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mqtt-rate-hz", type=float, default=8.0)
     p.add_argument("--opcua-rate-hz", type=float, default=5.0)
     p.add_argument(
+        "--opcua-arrays",
+        action="store_true",
+        help="formation as 160 array nodes of 64 channels instead of 10,240 scalar nodes",
+    )
+    p.add_argument(
         "--latency-load",
         type=float,
         default=50_000.0,
@@ -524,17 +559,20 @@ def main(argv: list[str] | None = None) -> int:
                 mqtt_vs_baseline=round(mq["values_per_s"] / base_mq, 3),
             )
         if "opcua" in parts:
-            load = _Load("opcua", None, 40, 64, args.opcua_rate_hz)
+            arrays = args.opcua_arrays
+            load = _Load("opcua-arrays" if arrays else "opcua", None, 40, 64, args.opcua_rate_hz)
             try:
                 op = asyncio.run(
                     _agent_rate(
-                        _plant(url, tmp / "opcua.sqlite", endpoint=load.endpoint),
+                        _plant(url, tmp / "opcua.sqlite", endpoint=load.endpoint, arrays=arrays),
                         args.seconds,
                         args.warmup + 10.0,
                     )
                 )
                 try:
-                    base_op = asyncio.run(_opcua_baseline(load.endpoint, 40, 64, args.seconds, 5.0))
+                    base_op = asyncio.run(
+                        _opcua_baseline(load.endpoint, 40, 64, args.seconds, 5.0, arrays)
+                    )
                 except (ConnectionError, TimeoutError, OSError) as e:
                     # The per-item client could not even subscribe under this load: say so.
                     print(f"OPC UA baseline failed: {type(e).__name__}: {e}", flush=True)
@@ -542,13 +580,15 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 load.close()
             print(
-                f"OPC UA: agent {op['values_per_s']:,.0f} values/s of "
+                f"OPC UA{' array nodes' if arrays else ''}: agent {op['values_per_s']:,.0f} "
+                "values/s of "
                 f"{40 * 64 * 4 * args.opcua_rate_hz:,.0f} offered (cpu {op['cpu']:.2f}, "
                 f"rejected {op['rejected']}); per-item handler {base_op:,.0f} values/s "
                 f"(agent/baseline {op['values_per_s'] / base_op:.2f}x)",
                 flush=True,
             )
             figures.update(
+                opcua_nodes="arrays (40 x 4 nodes of 64 channels)" if arrays else "scalars",
                 opcua_values_per_s=round(op["values_per_s"]),
                 opcua_rejected=op["rejected"],
                 baseline_opcua_values_per_s=None if base_op != base_op else round(base_op),

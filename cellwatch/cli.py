@@ -223,6 +223,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the formation channels over OPC UA too (Line1/Formation/CabNN/ChNN)",
     )
     s.add_argument(
+        "--formation-opcua-arrays",
+        action="store_true",
+        help="serve the formation channels over OPC UA as one array per cabinet and quantity "
+        "(Line1/Formation/CabNN/VoltageArray, ...); implies --formation-opcua",
+    )
+    s.add_argument(
         "--no-sparkplug", action="store_true", help="do not publish energy meters as Sparkplug B"
     )
     s.add_argument(

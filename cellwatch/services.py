@@ -67,6 +67,7 @@ async def run_sim(args: argparse.Namespace, stop: asyncio.Event) -> None:
         broker_url=broker,
         truth_path=Path(args.truth) if args.truth else None,
         formation_opcua=getattr(args, "formation_opcua", False),
+        formation_arrays=getattr(args, "formation_opcua_arrays", False),
         sparkplug=not getattr(args, "no_sparkplug", False),
         mqtt_batch=not getattr(args, "single_values", False),
         **options,

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from datetime import UTC, datetime
 from numbers import Real
@@ -71,6 +72,9 @@ from models.messages import Quality, Reading, SeriesKey
 __all__ = ["OpcUaSource", "quality_of"]
 
 log = logging.getLogger("cellwatch.edge.opcua")
+
+#: What an equipment name built from an element template may be (the plant file's identifiers).
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: Notifications asyncua buffers for us; the pump moves them on at once, so this only fills
 #: when the event loop is starved, and then asyncua logs what it drops.
@@ -145,7 +149,13 @@ class OpcUaSource(QueuedSource):
         self.limits: OperationLimits | None = None
         self.channel_security = ""
         self._task: asyncio.Task[None] | None = None
-        self._keys = [SeriesKey(cfg.line, cfg.station, n.equipment, n.param) for n in cfg.nodes]
+        # Scalar nodes feed one series; element (array) nodes one per element, named by their
+        # template once the array's length is known.
+        self._keys = [
+            SeriesKey(cfg.line, cfg.station, n.equipment or n.elements or "", n.param)
+            for n in cfg.nodes
+        ]
+        self._element_keys: dict[int, list[SeriesKey]] = {}
         limits = {
             i + 1: n.stale_after_s if n.stale_after_s is not None else cfg.stale_after_s
             for i, n in enumerate(cfg.nodes)
@@ -158,7 +168,7 @@ class OpcUaSource(QueuedSource):
         self._skew = SkewEstimator(cfg.id, cfg.clock_skew_warn_s, log, name=self._node_name)
         self._last_ts: dict[int, float] = {}
         self._initial: set[int] = set()
-        self._held: dict[int, list[tuple[Reading, bool, float | None]]] | None = None
+        self._held: dict[int, list[tuple[list[Reading], bool, float | None]]] | None = None
         self._failure: str | None = None
         self._failure_logged = 0.0
         self._failures = 0
@@ -467,16 +477,20 @@ class OpcUaSource(QueuedSource):
                 )
         return None
 
-    def _reading(
+    def _readings(
         self, handle: int, dv: ua.DataValue | None, value: Any, now: float, backfilled: bool
-    ) -> tuple[Reading, float | None] | None:
-        """The reading of one DataValue (and its source timestamp), or None when rejected."""
+    ) -> tuple[list[Reading], float | None] | None:
+        """The readings of one DataValue (one, or one per element of an array node) and its
+        source timestamp; None when nothing in it could be read (rejected and counted)."""
         if dv is None:
             dv = ua.DataValue()
         quality = quality_of(dv.StatusCode)
         src = _epoch(dv.SourceTimestamp)
         srv = _epoch(dv.ServerTimestamp)
         ts = src if src is not None else srv if srv is not None else now
+        if self.cfg.nodes[handle - 1].elements is not None:
+            out = self._elements(handle, value, quality, ts, now, srv, backfilled)
+            return (out, src) if out else None
         if isinstance(value, Real) and not isinstance(value, bool):
             number = float(value)
         elif quality is not Quality.GOOD:
@@ -486,7 +500,58 @@ class OpcUaSource(QueuedSource):
                 f"{self._where(handle)}: non-numeric value {value!r} ({type(value).__name__})"
             )
             return None
-        return Reading(self._keys[handle - 1], ts, number, quality, now, srv, backfilled), src
+        return [Reading(self._keys[handle - 1], ts, number, quality, now, srv, backfilled)], src
+
+    def _elements(
+        self,
+        handle: int,
+        value: Any,
+        quality: Quality,
+        ts: float,
+        now: float,
+        srv: float | None,
+        backfilled: bool,
+    ) -> list[Reading]:
+        """Element k of an array node's value as a reading of the k-th equipment. A bad
+        sample without an array marks every element known from earlier arrays bad."""
+        if isinstance(value, list | tuple):
+            keys = self._keys_for(handle, len(value))
+            if keys is None:
+                return []
+            out = []
+            for k, (key, x) in enumerate(zip(keys, value, strict=True)):
+                if isinstance(x, Real) and not isinstance(x, bool):
+                    out.append(Reading(key, ts, float(x), quality, now, srv, backfilled))
+                elif quality is not Quality.GOOD:
+                    out.append(Reading(key, ts, math.nan, quality, now, srv, backfilled))
+                else:
+                    self._reject(f"{self._where(handle)}[{k}]: non-numeric element {x!r}")
+            return out
+        known = self._element_keys.get(handle)
+        if quality is not Quality.GOOD and known:
+            return [Reading(k, ts, math.nan, quality, now, srv, backfilled) for k in known]
+        self._reject(
+            f"{self._where(handle)}: elements need an array value, got {value!r} "
+            f"({type(value).__name__})"
+        )
+        return []
+
+    def _keys_for(self, handle: int, n: int) -> list[SeriesKey] | None:
+        keys = self._element_keys.get(handle)
+        if keys is not None and len(keys) == n:
+            return keys
+        node = self.cfg.nodes[handle - 1]
+        assert node.elements is not None
+        names = [node.elements.format(k=k) for k in range(1, n + 1)]
+        wrong = [e for e in names if not _IDENTIFIER.match(e) or len(e) > 64]
+        if wrong:
+            self._reject(f"{self._where(handle)}: element equipment {wrong[0]!r} is not an id")
+            return None
+        cfg = self.cfg
+        keys = self._element_keys[handle] = [
+            SeriesKey(cfg.line, cfg.station, e, node.param) for e in names
+        ]
+        return keys
 
     def _on_change(self, handle: int, dv: ua.DataValue | None, value: Any) -> None:
         if not 0 < handle <= len(self._keys):
@@ -500,24 +565,29 @@ class OpcUaSource(QueuedSource):
                 if ts is not None and ts <= last:
                     self.repeats += 1
                     return  # the sample we have, sent again as the new subscription's first
-        got = self._reading(handle, dv, value, time.time(), False)
+        got = self._readings(handle, dv, value, time.time(), False)
         if got is None:
             return
-        reading, src = got
+        readings, src = got
         if self._held is not None and handle in self._held:
-            self._held[handle].append((reading, initial, src))
+            self._held[handle].append((readings, initial, src))
             return
-        self._accept(handle, reading, initial, src)
+        self._accept(handle, readings, initial, src)
 
-    def _accept(self, handle: int, reading: Reading, initial: bool, src: float | None) -> None:
+    def _accept(
+        self, handle: int, readings: list[Reading], initial: bool, src: float | None
+    ) -> None:
+        """Emit the readings of one sample of a node (one, or one per element)."""
+        first = readings[0]
         last = self._last_ts.get(handle)
-        self._last_ts[handle] = reading.ts if last is None else max(last, reading.ts)
-        self._emit(reading)
+        self._last_ts[handle] = first.ts if last is None else max(last, first.ts)
+        for reading in readings:
+            self._emit(reading)
         if self._stale.seen(handle, time.monotonic()):
             self._recovered.append(handle)
         self._ladder.healthy()
-        if not initial and src is not None and reading.received_ts is not None:
-            self._skew.add(src - reading.received_ts, handle)
+        if not initial and src is not None and first.received_ts is not None:
+            self._skew.add(src - first.received_ts, handle)
 
     # -- backfill ---------------------------------------------------------------------------
 
@@ -563,19 +633,21 @@ class OpcUaSource(QueuedSource):
         self, handle: int, values: list[ua.DataValue], since: float, floor: float
     ) -> None:
         now = time.time()
-        out: list[Reading] = []
+        out: list[list[Reading]] = []
         for dv in values:
             value = dv.Value.Value if dv.Value is not None else None
-            got = self._reading(handle, dv, value, now, True)
-            if got is not None and got[0].ts > since and got[0].ts >= floor:
+            got = self._readings(handle, dv, value, now, True)
+            if got is not None and got[0][0].ts > since and got[0][0].ts >= floor:
                 out.append(got[0])
-        out.sort(key=lambda r: r.ts)
-        for reading in out:
+        out.sort(key=lambda rs: rs[0].ts)
+        for readings in out:
             while self._queued >= self.queue_size:  # wait for the consumer, do not drop history
                 await asyncio.sleep(0.01)
-            self._last_ts[handle] = max(self._last_ts.get(handle, reading.ts), reading.ts)
-            self._emit(reading)
-            self.backfilled += 1
+            ts = readings[0].ts
+            self._last_ts[handle] = max(self._last_ts.get(handle, ts), ts)
+            for reading in readings:
+                self._emit(reading)
+            self.backfilled += len(readings)
             if self._stale.seen(handle, time.monotonic()):
                 self._recovered.append(handle)
 
@@ -597,13 +669,13 @@ class OpcUaSource(QueuedSource):
             self._held = None
         self._flush(handle, held)
 
-    def _flush(self, handle: int, held: list[tuple[Reading, bool, float | None]]) -> None:
-        for reading, initial, src in held:
+    def _flush(self, handle: int, held: list[tuple[list[Reading], bool, float | None]]) -> None:
+        for readings, initial, src in held:
             last = self._last_ts.get(handle)
-            if last is not None and reading.ts <= last:
+            if last is not None and readings[0].ts <= last:
                 self.repeats += 1  # history (or an earlier subscription) gave it already
                 continue
-            self._accept(handle, reading, initial, src)
+            self._accept(handle, readings, initial, src)
 
     def _release_all(self) -> None:
         while self._held is not None:

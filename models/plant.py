@@ -332,11 +332,18 @@ class OpcUaNode(_Model):
 
     ``sampling_interval_ms``, ``queue_size``, ``deadband`` and ``stale_after_s`` override the
     source's values for this node; left out, the source's apply.
+
+    A node whose value is an array across equipment (a cycler's channels, a gauge's lanes)
+    names ``elements`` instead of ``equipment``: element k (from 1) is a reading of the
+    equipment the template gives for it (``{k}``, ``{k:02}`` pads to two digits), e.g.
+    ``cab01-ch{k:02}``. One notification then carries many values, which is how a server keeps
+    up with tens of thousands of values a second.
     """
 
     node_id: str | None = None
     browse_path: str | None = None
-    equipment: Slug
+    equipment: Slug | None = None
+    elements: str | None = Field(None, min_length=1, max_length=64)
     param: Slug
     sampling_interval_ms: float | None = Field(None, ge=0)
     queue_size: int | None = Field(None, ge=1, le=100_000)
@@ -347,6 +354,20 @@ class OpcUaNode(_Model):
     def _one_address(self) -> OpcUaNode:
         if (self.node_id is None) == (self.browse_path is None):
             raise ValueError("exactly one of node_id and browse_path must be given")
+        if (self.equipment is None) == (self.elements is None):
+            raise ValueError("exactly one of equipment and elements must be given")
+        if self.elements is not None:
+            if [m.group(1) for m in ELEMENT_FIELD.finditer(self.elements)] != ["k"]:
+                raise _Located(
+                    "elements", "must hold {k} (or {k:02}) once and no other field",
+                    self.elements,
+                )
+            try:
+                names = {self.elements.format(k=k) for k in (1, 2)}
+            except (ValueError, KeyError, IndexError) as e:
+                raise _Located("elements", f"is not a valid template: {e}", self.elements) from None
+            if len(names) != 2:
+                raise _Located("elements", "must tell the elements apart", self.elements)
         return self
 
 

@@ -18,13 +18,16 @@ Around those sit the rest of the line: ``Line1/Coater/Web/RollId|Position`` (whe
 as one-dimensional Double arrays (``Line1/Coater/BetaGauge/SideA|SideB/Profile|Positions|
 LaneAverage``, stamped with the scan's start), the calender's ``Line1/Calender/LaneNN/
 Thickness|Density``, and, when asked for, formation channels as many cyclers serve them,
-``Line1/Formation/CabNN/ChNN/Voltage|Current|Capacity|Temperature``. That last part is what
-makes the server big: 40 cabinets of 64 channels are 10,240 variables, each with two property
-nodes. The address space is therefore built with batched AddNodes calls rather than node by
-node, and updates go straight to the address space with ``write_attribute_value``, one call per
-node since asyncua has no batch write. What keeps a write of every formation node affordable
+``Line1/Formation/CabNN/ChNN/Voltage|Current|Capacity|Temperature``, or, with
+``formation_arrays``, as cyclers that serve a cabinet at a time do: one Double array per cabinet
+and quantity, ``Line1/Formation/CabNN/VoltageArray|CurrentArray|CapacityArray|TemperatureArray``,
+element k holding channel k + 1. The scalar form is what makes the server big: 40 cabinets of
+64 channels are 10,240 variables, each with two property nodes (the arrays are 160). The
+address space is therefore built with batched AddNodes calls rather than node by node, and
+updates go straight to the address space with ``write_attribute_value``, one call per node
+since asyncua has no batch write. What keeps a write of every formation node affordable
 with a client subscribed to all of them is ``_ScalarValue`` below, which spares asyncua a deep
-copy of each value per monitored item.
+copy of each value per monitored item (formation arrays use it too).
 
 The server clock (ServerStatus/CurrentTime) is advanced by the sample writes, at most once a
 second, instead of by asyncua's own clock task: that task sleeps a full second between updates
@@ -98,6 +101,8 @@ _FORMATION_VARIABLES = (
     ("Capacity", CAPACITY),
     ("Temperature", CELL_TEMPERATURE),
 )
+#: Browse name suffix of the per-cabinet formation arrays (``VoltageArray``, ...).
+_ARRAY_SUFFIX = "Array"
 #: AddNodes items per call while building; between calls the event loop gets a turn.
 _BATCH = 3000
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
@@ -152,8 +157,9 @@ class _ScalarValue(ua.DataValue):
     compares later safe from changes to the original; with 10,240 subscribed nodes that copy
     was three quarters of a write's cost. The values written here are built fresh for one write
     from parts nothing changes afterwards (a float or string, datetimes, a shared Good or Bad
-    status), so a copy would equal the original and sharing it is safe. Arrays (lists) keep the
-    plain DataValue.
+    status), so a copy would equal the original and sharing it is safe. The formation arrays
+    use it too: each is a list made by ``tolist()`` for that one write and never touched again.
+    The gauge scans keep the plain DataValue.
     """
 
     __slots__ = ()
@@ -174,8 +180,10 @@ class _GaugeNodes:
 class CoaterServer:
     """An asyncua server exposing a ``lanes``-lane coater; ``port=0`` picks a free port.
 
-    ``formation`` = (cabinets, channels) adds that many formation channels; ``web_width_mm``
-    is the EURange of the gauge positions (by default the ``sim.gauge`` web of ``lanes``).
+    ``formation`` = (cabinets, channels) adds that many formation channels, as four scalar
+    variables per channel or, with ``formation_arrays``, as four Double arrays of ``channels``
+    elements per cabinet; ``web_width_mm`` is the EURange of the gauge positions (by default the
+    ``sim.gauge`` web of ``lanes``).
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class CoaterServer:
         lanes: int = 4,
         formation: tuple[int, int] | None = None,
         web_width_mm: float | None = None,
+        formation_arrays: bool = False,
     ) -> None:
         if not 0 <= port <= 65535:
             raise SimError(f"OPC UA port must be in 0..65535, got {port}")
@@ -194,12 +203,15 @@ class CoaterServer:
             for name, value in zip(("cabinets", "channels"), formation, strict=True):
                 if not 1 <= value <= 99:
                     raise SimError(f"formation {name} must be in 1..99, got {value}")
+        if formation_arrays and formation is None:
+            raise SimError("formation_arrays needs formation=(cabinets, channels)")
         if web_width_mm is not None and not (math.isfinite(web_width_mm) and web_width_mm > 0):
             raise SimError(f"web_width_mm must be > 0, got {web_width_mm}")
         self.host = host
         self.port = port
         self.lanes = lanes
         self.formation = formation
+        self.formation_arrays = formation_arrays
         self.web_width_mm = web_width_mm or web_width_mm_of(lanes)
         self._server: Server | None = None
         self._ns = 0
@@ -214,6 +226,7 @@ class CoaterServer:
         self._gauge: dict[str, _GaugeNodes] = {}
         self._calender: list[tuple[ua.NodeId, ua.NodeId]] = []
         self._formation: list[list[ua.NodeId]] = []
+        self._formation_cabinets: list[list[ua.NodeId]] = []
         self._clock_at = 0.0
 
     @property
@@ -345,7 +358,11 @@ class CoaterServer:
 
     async def write_formation(self, sample: FormationSample) -> None:
         """Publish one formation sample to every channel; a NaN is not written (the node goes
-        stale), and a channel whose clock is off (``sample.skew``) gets its own timestamp."""
+        stale), and a channel whose clock is off (``sample.skew``) gets its own timestamp.
+
+        With ``formation_arrays`` each cabinet's four arrays are written whole, one write each,
+        all stamped with the sample time: a NaN channel is a NaN element, and ``sample.skew``
+        is not applied (one array has one source timestamp)."""
         server = self._running("write_formation")
         if self.formation is None:
             raise RuntimeError("write_formation() needs a CoaterServer built with formation=")
@@ -358,6 +375,10 @@ class CoaterServer:
                 )
         source = datetime.fromtimestamp(sample.ts, UTC)
         server_ts = datetime.now(UTC)
+        if self.formation_arrays:
+            await self._write_arrays(server, arrays, source, server_ts)
+            await self._tick_clock(server, server_ts)
+            return
         stamps: list[datetime] | None = None
         if sample.skew is not None:
             stamps = [
@@ -367,6 +388,26 @@ class CoaterServer:
         for nodes, array in zip(self._formation, arrays, strict=True):
             await self._write_doubles(server, nodes, array, source, server_ts, stamps)
         await self._tick_clock(server, server_ts)
+
+    async def _write_arrays(
+        self,
+        server: Server,
+        arrays: Sequence[npt.NDArray[np.float64]],
+        source: datetime,
+        server_ts: datetime,
+    ) -> None:
+        """Write row c of ``arrays[j]`` to cabinet c's j-th array variable, NaN included."""
+        write = server.write_attribute_value
+        rows = [array.tolist() for array in arrays]
+        for cab, nodes in enumerate(self._formation_cabinets):
+            for node, values in zip(nodes, rows, strict=True):
+                dv = _ScalarValue(
+                    Value=ua.Variant(values[cab], _DOUBLE, is_array=True),
+                    StatusCode=_GOOD,
+                    SourceTimestamp=source,
+                    ServerTimestamp=server_ts,
+                )
+                await write(node, dv)
 
     @staticmethod
     async def _write_doubles(
@@ -458,6 +499,7 @@ class CoaterServer:
                 )
             )
         self._formation = []
+        self._formation_cabinets = []
         if self.formation is not None:
             self._build_formation(line, *self.formation)
 
@@ -466,6 +508,14 @@ class CoaterServer:
         columns: list[list[ua.NodeId]] = [[] for _ in _FORMATION_VARIABLES]
         for cab in range(1, cabinets + 1):
             cab_node = self._object(formation, f"Line1.Formation.Cab{cab:02d}", f"Cab{cab:02d}")
+            if self.formation_arrays:
+                self._formation_cabinets.append(
+                    [
+                        self._variable(cab_node, name + _ARRAY_SUFFIX, nominal, length=channels)
+                        for name, nominal in _FORMATION_VARIABLES
+                    ]
+                )
+                continue
             for ch in range(1, channels + 1):
                 ch_node = self._object(
                     cab_node, f"Line1.Formation.Cab{cab:02d}.Ch{ch:02d}", f"Ch{ch:02d}"
@@ -501,14 +551,23 @@ class CoaterServer:
         return nodeid
 
     def _variable(
-        self, parent: ua.NodeId, name: str, nominal: Nominal, array: bool = False
+        self,
+        parent: ua.NodeId,
+        name: str,
+        nominal: Nominal,
+        array: bool = False,
+        length: int | None = None,
     ) -> ua.NodeId:
         """Queue a Double variable ``<parent id>.<name>`` with its unit and range, a scalar
-        starting at the nominal mean or a one-dimensional array starting empty. The standard
+        starting at the nominal mean or a one-dimensional array: of variable length starting
+        empty (``array``), or of ``length`` elements starting at the nominal mean. The standard
         property browse names (EngineeringUnits, EURange) stay in namespace 0, where OPC UA
         Part 8 defines them."""
         node_id = f"{str(parent.Identifier)}.{name}"
-        if array:
+        if length is not None:
+            value = ua.Variant([nominal.mean] * length, _DOUBLE, is_array=True)
+            rank, dims = ua.ValueRank.OneDimension, [length]
+        elif array:
             value = ua.Variant([], _DOUBLE, is_array=True)
             rank, dims = ua.ValueRank.OneDimension, [0]
         else:

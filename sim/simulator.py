@@ -9,7 +9,8 @@ the fault schedule, counted from the start, lands where the ground truth says. E
   to the OPC UA server; every ``scan_s`` each side's beta gauge finishes a cross-direction
   scan, served as OPC UA arrays and published as JSON;
 * the formation sample of every channel is buffered and published once a second as one JSON
-  batch per channel (and written to OPC UA too with ``formation_opcua``); cells that finished
+  batch per channel (and written to OPC UA too with ``formation_opcua``, as one array per
+  cabinet and quantity with ``formation_arrays``); cells that finished
   formation are published with their genealogy, and graded after their (compressed) aging;
 * once a second, the dryer and cabinet energy meters advance and, with ``sparkplug``, are
   published as a Sparkplug B edge node.
@@ -109,9 +110,11 @@ class Simulator:
     fault, and ``fault=None`` with no ``faults`` keeps every series in control. An explicit
     ``fault`` given together with ``faults`` is injected too. ``speed`` compresses the
     formation cycles and the aging before grading. ``formation_opcua`` serves the formation
-    channels over OPC UA as well; ``sparkplug`` publishes the energy meters as Sparkplug B
-    (it needs the ``cellwatch[sparkplug]`` extra); ``mqtt_batch=False`` publishes every
-    formation sample as its own message of scalar values instead of one batch per second.
+    channels over OPC UA as well, four scalars per channel; ``formation_arrays`` serves them as
+    four arrays per cabinet instead (and implies ``formation_opcua``); ``sparkplug`` publishes
+    the energy meters as Sparkplug B (it needs the ``cellwatch[sparkplug]`` extra);
+    ``mqtt_batch=False`` publishes every formation sample as its own message of scalar values
+    instead of one batch per second.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Simulator:
         formation_opcua: bool = False,
         sparkplug: bool = False,
         mqtt_batch: bool = True,
+        formation_arrays: bool = False,
     ) -> None:
         if not (math.isfinite(rate_hz) and 0.0 < rate_hz <= 100.0):
             raise SimError(f"rate_hz must be in (0, 100], got {rate_hz}")
@@ -162,7 +166,8 @@ class Simulator:
         self.channels = channels
         self.fault = fault
         self.speed = speed
-        self.formation_opcua = formation_opcua
+        self.formation_opcua = formation_opcua or formation_arrays
+        self.formation_arrays = formation_arrays
         self.sparkplug = sparkplug and broker_url is not None
         self.mqtt_batch = mqtt_batch
         self.truth_path = Path(truth_path) if truth_path is not None else None
@@ -170,7 +175,8 @@ class Simulator:
             opcua_host,
             opcua_port,
             lanes,
-            formation=(cabinets, channels) if formation_opcua else None,
+            formation=(cabinets, channels) if self.formation_opcua else None,
+            formation_arrays=formation_arrays,
         )
         self._broker_url = broker_url
         self._publisher: FormationPublisher | None = None
@@ -254,7 +260,8 @@ class Simulator:
         parts = [
             f"coater {self.lanes} lanes, calender and beta gauges on OPC UA",
             f"formation {self.cabinets}x{self.channels} channels on "
-            + ("MQTT and OPC UA" if self.formation_opcua else "MQTT"),
+            + ("MQTT and OPC UA" if self.formation_opcua else "MQTT")
+            + (" (arrays per cabinet)" if self.formation_arrays else ""),
         ]
         if self._broker_url is None:
             parts[-1] = (

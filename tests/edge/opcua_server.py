@@ -4,6 +4,7 @@ Address space (browse names in the test namespace, below Objects)::
 
     Line1/Coater/Lane01/ArealWeight   Line1/Coater/Lane02/ArealWeight
     Line1/Coater/Label (String)       node id s=Line1.Coater.WebSpeed
+    Line1/Coater/Profile (Double[3], one element per lane)
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class UaTestServer:
             ua.NodeId("Line1.Coater.WebSpeed", idx), "WebSpeed", 60.0, ua.VariantType.Double
         )
         nodes["Label"] = await coater.add_variable(idx, "Label", "ok", ua.VariantType.String)
+        nodes["Profile"] = await coater.add_variable(
+            idx, "Profile", [1.0, 2.0, 3.0], ua.VariantType.Double
+        )
         return cls(server, f"opc.tcp://127.0.0.1:{port}/test", idx, nodes)
 
     async def __aenter__(self) -> Self:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import socket
@@ -415,3 +416,139 @@ async def test_server_refuses_misuse_with_clear_errors() -> None:
             await server.write_scan(scan)
     finally:
         await server.stop()
+
+
+# --- Formation as one array per cabinet and quantity (formation_arrays). ---
+
+ARRAY_UNITS = {
+    "VoltageArray": "V",
+    "CurrentArray": "A",
+    "CapacityArray": "Ah",
+    "TemperatureArray": "degC",
+}
+
+
+def _formation_sample(ts: float, shape: tuple[int, int], offset: float = 0.0) -> FormationSample:
+    """Distinct values per quantity, cabinet and channel (so element order is checked)."""
+    grid = np.arange(float(shape[0] * shape[1])).reshape(shape) / 100 + offset
+    return FormationSample(ts, 3.5 + grid, 2.0 + grid, 5.0 + grid, 25.0 + grid)
+
+
+async def test_formation_arrays_serve_one_array_per_cabinet_and_quantity() -> None:
+    cabinets, channels = 2, 3
+    shape = (cabinets, channels)
+    server = CoaterServer("127.0.0.1", 0, lanes=1, formation=shape, formation_arrays=True)
+    await server.start()
+    try:
+        sample = _formation_sample(T0 + 5.0, shape)
+        sample.voltage[1, 2] = np.nan  # a dropout: a NaN element, the array is still written
+        sample = dataclasses.replace(sample, skew=np.full(shape, 2.5))  # not applied to arrays
+        await server.write_formation(sample)
+        quantities = {
+            "VoltageArray": sample.voltage,
+            "CurrentArray": sample.current,
+            "CapacityArray": sample.capacity,
+            "TemperatureArray": sample.temperature,
+        }
+        async with Client(server.endpoint, timeout=5) as client:
+            ns = await client.get_namespace_index(NS_URI)
+            for cab in range(1, cabinets + 1):
+                cab_path = f"Line1/Formation/Cab{cab:02d}"
+                cab_node = await _node(client, ns, cab_path)
+                children = {
+                    (await c.read_browse_name()).Name for c in await cab_node.get_children()
+                }
+                assert children == set(ARRAY_UNITS)  # no ChNN objects in array mode
+                for name, unit in ARRAY_UNITS.items():
+                    node = await _node(client, ns, f"{cab_path}/{name}")
+                    assert node.nodeid == ua.NodeId(f"Line1.Formation.Cab{cab:02d}.{name}", ns)
+                    assert await node.read_value_rank() == ua.ValueRank.OneDimension
+                    assert await node.read_array_dimensions() == [channels]
+                    dv = await _check_analog(node, unit)
+                    assert dv.Value.VariantType == ua.VariantType.Double
+                    assert dv.Value.is_array
+                    got = np.array(dv.Value.Value)
+                    assert got.shape == (channels,)
+                    # Element k is channel k + 1.
+                    expected = quantities[name][cab - 1]
+                    assert np.array_equal(got, expected, equal_nan=True), (cab, name)
+                    assert _epoch(dv) == pytest.approx(sample.ts, abs=1e-3)
+                    assert dv.ServerTimestamp is not None
+            # The dropout is a NaN element of cabinet 2's voltage array (channel 3).
+            volts = await client.get_node(
+                f"ns={ns};s=Line1.Formation.Cab02.VoltageArray"
+            ).read_value()
+            assert math.isnan(volts[2]) and not math.isnan(volts[1])
+    finally:
+        await server.stop()
+
+
+class _ArrayCollector:
+    """Subscription handler counting notifications and keeping (source time, array) per node."""
+
+    def __init__(self) -> None:
+        self.notifications: dict[ua.NodeId, list[tuple[float, list[float]]]] = {}
+
+    def datachange_notification(self, node: Node, val: list[float], data: object) -> None:
+        dv = data.monitored_item.Value  # type: ignore[attr-defined]
+        self.notifications.setdefault(node.nodeid, []).append((_epoch(dv), list(val)))
+
+
+async def test_formation_arrays_notify_a_subscriber_once_per_write() -> None:
+    shape = (2, 4)
+    server = CoaterServer("127.0.0.1", 0, lanes=1, formation=shape, formation_arrays=True)
+    await server.start()
+    try:
+        async with Client(server.endpoint, timeout=5) as client:
+            ns = await client.get_namespace_index(NS_URI)
+            nodes = [
+                client.get_node(ua.NodeId(f"Line1.Formation.Cab02.{name}", ns))
+                for name in ARRAY_UNITS
+            ]
+            handler = _ArrayCollector()
+            sub = await client.create_subscription(20, handler)
+            await sub.subscribe_data_change(nodes, queuesize=10)
+            # The initial value comes first; wait for it so it is not mixed with the writes.
+            await eventually(
+                lambda: len(handler.notifications) == len(nodes), what="initial notifications"
+            )
+            samples = [_formation_sample(T0 + k, shape, offset=k) for k in range(3)]
+            for sample in samples:
+                await server.write_formation(sample)
+
+            def complete() -> bool:
+                return all(len(handler.notifications[n.nodeid]) >= 1 + 3 for n in nodes)
+
+            await eventually(complete, timeout=5.0, what="three writes on every array node")
+            await sub.delete()
+    finally:
+        await server.stop()
+    for node, name in zip(nodes, ARRAY_UNITS, strict=True):
+        got = handler.notifications[node.nodeid][1:]
+        assert [ts for ts, _ in got] == [s.ts for s in samples], name
+        quantity = name.removesuffix("Array").lower()
+        for (_, values), sample in zip(got, samples, strict=True):
+            assert values == getattr(sample, quantity)[1].tolist(), name
+
+
+async def test_formation_arrays_need_formation_and_pass_through_the_simulator() -> None:
+    with pytest.raises(SimError, match="formation_arrays needs formation="):
+        CoaterServer("127.0.0.1", 0, lanes=1, formation_arrays=True)
+    sim = Simulator(
+        opcua_port=0, broker_url=None, fault=None, cabinets=2, channels=3, formation_arrays=True
+    )
+    assert sim.formation_opcua  # implied
+    assert "arrays per cabinet" in sim.describe()
+    async with sim, Client(sim.endpoint, timeout=5) as client:
+        ns = await client.get_namespace_index(NS_URI)
+        node = client.get_node(ua.NodeId("Line1.Formation.Cab02.TemperatureArray", ns))
+
+        async def written() -> bool:
+            dv = await node.read_data_value()
+            return _epoch(dv) >= sim.start_ts
+
+        deadline = time.monotonic() + 5.0
+        while not await written():
+            assert time.monotonic() < deadline, "the simulator did not write the arrays"
+            await asyncio.sleep(0.05)
+        assert len(await node.read_value()) == 3
