@@ -21,11 +21,10 @@ import logging
 import time
 from collections import defaultdict, deque
 from contextlib import AsyncExitStack
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from edge.framer import Framer
 from edge.health import Health, OutboxCounters
-from edge.metrics import EdgeMetrics, Snapshot
 from edge.monitor import Monitor
 from edge.mqtt_source import MqttSource
 from edge.opcua_source import OpcUaSource
@@ -38,6 +37,9 @@ from models.batch import Batch, StatsBatch
 from models.messages import Detection, EdgeStatus, Kind, Reading
 from models.plant import PlantConfig
 from models.wire import status_topic, topic
+
+if TYPE_CHECKING:
+    from edge.metrics import EdgeMetrics
 
 __all__ = ["EdgeAgent"]
 
@@ -95,7 +97,13 @@ class EdgeAgent:
         self.monitor = Monitor(cfg)
         self.multivariate = build_detectors(cfg)
         self.health = Health(time.monotonic())
-        self.metrics = EdgeMetrics(edge_id)
+        # /metrics only when asked for: the Prometheus client is not even loaded otherwise
+        # (a gateway counts its megabytes).
+        self.metrics: EdgeMetrics | None = None
+        if cfg.edge.metrics_port is not None:
+            from edge.metrics import EdgeMetrics
+
+            self.metrics = EdgeMetrics(edge_id)
         self.metrics_port: int | None = None  # the bound port while /metrics is served
         self._metrics_health = Health(time.monotonic())
         self.detections: deque[Detection] = deque(maxlen=RECENT_DETECTIONS)
@@ -139,7 +147,8 @@ class EdgeAgent:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        await asyncio.to_thread(self.metrics.close)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         if self._stack is not None:
             for src in self.sources:
                 for batch in src.drain_batches():
@@ -199,7 +208,8 @@ class EdgeAgent:
         except Exception:
             self.errors += 1
             log.exception("window %d failed; continuing with the next one", self.windows)
-        self.metrics.observe_window(time.perf_counter() - started)
+        if self.metrics is not None:
+            self.metrics.observe_window(time.perf_counter() - started)
         if self.metrics_port is not None:
             try:
                 self._refresh_metrics()
@@ -252,7 +262,7 @@ class EdgeAgent:
 
     async def _serve_metrics(self) -> None:
         edge = self.cfg.edge
-        if edge.metrics_port is None:
+        if edge.metrics_port is None or self.metrics is None:
             return
         try:
             self.metrics_port = self.metrics.serve(edge.metrics_host, edge.metrics_port)
@@ -268,6 +278,9 @@ class EdgeAgent:
         log.info("metrics on http://%s:%d/metrics", edge.metrics_host, self.metrics_port)
 
     def _refresh_metrics(self) -> None:
+        from edge.metrics import Snapshot
+
+        assert self.metrics is not None
         m = self.monitor
         self.metrics.update(
             Snapshot(
