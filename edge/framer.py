@@ -190,7 +190,7 @@ class Framer:
         r = self._ranks()[sid]
         order = np.argsort(r, kind="stable")
         r, sid = r[order], sid[order]
-        whole = Batch.concat(batches) if len(batches) > 1 else batches[0]
+        whole = Batch.concat(batches)
         ts, value, received = whole.ts[order], whole.value[order], whole.received[order]
         quality = None if whole.quality is None else whole.quality[order]
         server = None if whole.server_ts is None else whole.server_ts[order]

@@ -111,20 +111,21 @@ class Monitor:
         """The batch without the samples of series whose parameter the station does not declare
         (counted and logged as `admit` does)."""
         known = self._admitted
-        ok = [known[k] if k in known else self._admit_key(k, 0) for k in batch.keys]
+        ok = [known[k] if k in known else self._admit_key(k) for k in batch.keys]
         if all(ok):
             return batch
         keep = np.asarray(ok, dtype=np.bool_)[batch.series]
         self.rejected += int(keep.shape[0] - np.count_nonzero(keep))
         return batch.take(keep)
 
-    def _admit_key(self, k: SeriesKey, count: int) -> bool:
+    def _admit_key(self, k: SeriesKey) -> bool:
+        """Whether the station declares the key's parameter, remembered; a refusal is logged
+        once per key (the caller counts the readings)."""
         params = self._declared.get((k.line, k.station))
         ok = params is not None and k.param in params
         if len(self._admitted) >= MAX_KEYS:
             self._admitted.clear()
         self._admitted[k] = ok
-        self.rejected += 0 if ok else count
         if not ok and k not in self._refused:
             self._refused.add(k)
             where = "station" if params is None else "parameter"
@@ -134,15 +135,10 @@ class Monitor:
     def admit(self, reading: Reading) -> bool:
         """True when the reading's station declares its parameter; counts and logs refusals."""
         k = reading.key
-        params = self._declared.get((k.line, k.station))
-        if params is not None and k.param in params:
-            return True
-        self.rejected += 1
-        if k not in self._refused:
-            self._refused.add(k)
-            where = "station" if params is None else "parameter"
-            log.warning("reading of %s refused: the plant file does not declare this %s", k, where)
-        return False
+        ok = self._admitted[k] if k in self._admitted else self._admit_key(k)
+        if not ok:
+            self.rejected += 1
+        return ok
 
     def detector(self, line: str, station: str, param: str) -> DetectorConfig | None:
         """The detector configured for a parameter, None when it is telemetry only."""

@@ -28,7 +28,6 @@ client certificate); unreadable files are a `ValueError` at construction, naming
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -42,7 +41,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.handoff import call_in_loop
 from edge.mqtt_loop import LoopDriver
 from models.plant import MqttBroker, MqttClientConfig, MqttTls
 
@@ -201,7 +199,6 @@ class MqttSession:
         self._refused = False
         self._recent = _Recent(RECENT_MESSAGES)
         self._driver: LoopDriver | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._client = self._new_client()
         self._running = False
 
@@ -260,7 +257,6 @@ class MqttSession:
 
     async def start(self) -> None:
         """Start connecting in the background; an absent broker is retried, not an error."""
-        self._loop = asyncio.get_running_loop()
         self._running = True
         client = self._client
         if self.protocol == "5":
@@ -299,15 +295,15 @@ class MqttSession:
         info = self._client.publish(topic, payload, qos=qos)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
-    # -- paho callbacks: on the loop, scheduled after what paho is doing ----------------------
+    # -- paho callbacks: the driver runs paho on the loop, so they act directly ---------------
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
-            call_in_loop(self._loop, self._down, f"broker refused the connection: {rc}", True)
+            self._down(f"broker refused the connection: {rc}", True)
             return
         if self._driver is not None:
             self._driver.mark_connected()
-        call_in_loop(self._loop, self._connected, bool(flags.session_present))
+        self._connected(bool(flags.session_present))
         client.subscribe(list(self.subscriptions))
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
@@ -317,16 +313,16 @@ class MqttSession:
             if code.is_failure
         ]
         if refused:
-            call_in_loop(self._loop, self._down, f"subscription refused: {refused[0]}")
+            self._down(f"subscription refused: {refused[0]}")
         else:
             granted = [int(getattr(c, "value", c)) for c in codes]
-            call_in_loop(self._loop, self._subscribed, granted)
+            self._subscribed(granted)
 
     def _connect_failed(self, why: str) -> None:
         self._down(f"cannot connect to {self.address}: {why or 'no answer'}")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        call_in_loop(self._loop, self._down, f"disconnected: {rc}")
+        self._down(f"disconnected: {rc}")
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._message(msg.topic, msg.payload, time.time())

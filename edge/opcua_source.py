@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from datetime import UTC, datetime
 from numbers import Real
@@ -72,9 +71,6 @@ from models.messages import Quality, Reading, SeriesKey
 __all__ = ["OpcUaSource", "quality_of"]
 
 log = logging.getLogger("cellwatch.edge.opcua")
-
-#: What an equipment name built from an element template may be (the plant file's identifiers).
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: Notifications asyncua buffers for us; the pump moves them on at once, so this only fills
 #: when the event loop is starved, and then asyncua logs what it drops.
@@ -543,7 +539,7 @@ class OpcUaSource(QueuedSource):
         node = self.cfg.nodes[handle - 1]
         assert node.elements is not None
         names = [node.elements.format(k=k) for k in range(1, n + 1)]
-        wrong = [e for e in names if not _IDENTIFIER.match(e) or len(e) > 64]
+        wrong = [e for e in names if not plant.is_identifier(e)]
         if wrong:
             self._reject(f"{self._where(handle)}: element equipment {wrong[0]!r} is not an id")
             return None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,13 +32,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.plant import ELEMENT_FIELD, MqttElements, MqttPayload
+from models.plant import ELEMENT_FIELD, MqttElements, MqttPayload, is_identifier
 
 __all__ = ["Columns", "Parsed", "PayloadReader", "Sample"]
 
 _MISSING = object()
-#: What an equipment name built from payload fields may be (the plant file's identifiers).
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: JSON number types; bool is a subclass of int but not a number here.
 _NUMBERS = frozenset({int, float})
 
@@ -244,7 +241,7 @@ class PayloadReader:
                 rejections.append(f"{e.param}[{k - 1}]: not a finite number: {x!r}")
                 continue
             equipment = name.format(k=k)
-            if not _IDENTIFIER.match(equipment) or len(equipment) > 64:
+            if not is_identifier(equipment):
                 rejections.append(f"{e.param}[{k - 1}]: equipment {equipment!r} is not an id")
                 continue
             samples.append(Sample(e.param, ts, v, equipment))

@@ -45,10 +45,25 @@ __all__ = [
     "SparkplugSource",
     "StationConfig",
     "cross_check",
+    "is_identifier",
 ]
 
-#: Identifiers that end up in MQTT topics and InfluxDB tags: no spaces, slashes or wildcards.
-Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+#: Identifiers that end up in MQTT topics and InfluxDB tags: no spaces, slashes or wildcards;
+#: what an identifier of the plant file may be (ids, equipment, params): also what an
+#: equipment name built from a template at run time must be, checked by `is_identifier`.
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Slug = Annotated[str, Field(pattern=_ID_PATTERN, max_length=64)]
+_IDENTIFIER = re.compile(_ID_PATTERN)
+
+
+def is_identifier(name: str) -> bool:
+    """Whether ``name`` may name equipment (the plant file's identifiers, at most 64 long).
+
+    Examples:
+        >>> is_identifier("cab01-ch02"), is_identifier("cab 01"), is_identifier("x" * 65)
+        (True, False, False)
+    """
+    return len(name) <= 64 and _IDENTIFIER.match(name) is not None
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
