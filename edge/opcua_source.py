@@ -338,6 +338,9 @@ class OpcUaSource(QueuedSource):
                 item_request(nid, h, cfg.nodes[h - 1], cfg) for h, nid in resolved.node_ids.items()
             ]
             ok, refused, calls = await create_items(sub, requests, self.limits.monitored_items)
+            # This frame lives as long as the subscription; the requests (five objects a node,
+            # several megabytes at 10k nodes) are not needed once the items exist.
+            del requests
             self.monitor_calls = calls
             refusals = [(h, f"server refused to monitor it: {why}") for h, why in refused.items()]
             self._log_unresolved(refusals)

@@ -111,7 +111,7 @@ def _message(err: Any, data: Any) -> tuple[Loc, str]:
         return loc + (field,), f"{msg}, got {given_repr}"
     if typ == "missing":
         return loc, "is required"
-    if typ == "extra_forbidden":
+    if typ in ("extra_forbidden", "unexpected_keyword_argument"):  # a model, a dataclass
         parent = _dig(data, loc[:-1])
         return loc, (
             f"is not a known key (a typo, or an option that does not exist); got {given!r}"
@@ -134,7 +134,7 @@ def _message(err: Any, data: Any) -> tuple[Loc, str]:
         return loc, f"must be a string, got {given!r}"
     if typ in ("list_type",):
         return loc, f"must be a list, got {given!r}"
-    if typ in ("model_type", "model_attributes_type", "dict_type"):
+    if typ in ("model_type", "model_attributes_type", "dict_type", "dataclass_type"):
         return loc, f"must be a mapping of keys, got {given!r}"
     if typ == "literal_error":
         return loc, f"must be one of {ctx.get('expected')}, got {given!r}"
@@ -200,8 +200,7 @@ def parse_plant(text: str, name: str = "<config>") -> PlantConfig:
     """
     data, lines, dups = load_yaml(text, name, "site and lines")
     problems = [
-        Problem(name, ln, key_path(loc), "appears twice; only one may be given")
-        for loc, ln in dups
+        Problem(name, ln, key_path(loc), "appears twice; only one may be given") for loc, ln in dups
     ]
     try:
         cfg = PlantConfig.model_validate(data)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 from asyncua import ua
+from pydantic import TypeAdapter
 
 from edge.opcua_source import OpcUaSource
 from models.messages import Quality, SeriesKey
@@ -95,4 +96,4 @@ async def eventually_connected(src: OpcUaSource) -> None:
 )
 def test_element_templates_are_checked_at_load(node: dict, reason: str) -> None:
     with pytest.raises(ValueError, match=reason.replace("{", r"\{").replace("}", r"\}")):
-        OpcUaNode.model_validate({"browse_path": "A/B", "param": "p", **node})
+        TypeAdapter(OpcUaNode).validate_python({"browse_path": "A/B", "param": "p", **node})
