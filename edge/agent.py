@@ -28,7 +28,7 @@ from edge.health import Health, OutboxCounters
 from edge.monitor import Monitor
 from edge.mqtt_source import MqttSource
 from edge.opcua_source import OpcUaSource
-from edge.outbox import open_outbox
+from edge.outbox import Mark, open_outbox
 from edge.publisher import Publisher
 from edge.source import QueuedSource
 from edge.sparkplug_source import SparkplugSource
@@ -93,6 +93,11 @@ class EdgeAgent:
             keepalive_s=broker.keepalive_s,
             outbox=open_outbox(cfg.edge.outbox, max_items=cfg.edge.max_pending),
         )
+        # OPC UA sources continue from where the outbox's marks say the last run got to.
+        marks = self.publisher.outbox.marks()
+        for src in self.sources:
+            if isinstance(src, OpcUaSource):
+                src.resume(marks.get(src.id))
         self.framer = Framer()
         self.monitor = Monitor(cfg)
         self.multivariate = build_detectors(cfg)
@@ -217,6 +222,15 @@ class EdgeAgent:
                 log.exception("metrics snapshot failed; /metrics shows the previous one")
 
     def _window(self) -> None:
+        # Everything the sources emitted goes into this window, so that each OPC UA source's
+        # mark, stored with the station's telemetry, covers exactly what that envelope holds.
+        for src in self.sources:
+            for batch in src.drain_batches():
+                self.accept_batch(batch)
+        marks: dict[tuple[str, str], dict[str, Mark]] = defaultdict(dict)
+        for src in self.sources:
+            if isinstance(src, OpcUaSource) and (mark := src.mark()) is not None:
+                marks[(src.cfg.line, src.cfg.station)][src.id] = mark
         frames = self.framer.cut()
         self.windows += 1
         if not frames:
@@ -240,7 +254,9 @@ class EdgeAgent:
                     log.warning("detection %s: %s", d.key, d.message)
                 self.publisher.send(self._topic(station, Kind.DETECTION), Kind.DETECTION, dets)
         for station, rs in readings.items():
-            self.publisher.send(self._topic(station, Kind.TELEMETRY), Kind.TELEMETRY, rs)
+            self.publisher.send(
+                self._topic(station, Kind.TELEMETRY), Kind.TELEMETRY, rs, marks.get(station)
+            )
             self.publisher.send(self._topic(station, Kind.STATS), Kind.STATS, stats[station])
 
     def _topic(self, station: tuple[str, str], kind: Kind) -> str:

@@ -13,6 +13,12 @@ when a bound is reached the drop policy decides what goes (``oldest``: the longe
 ``newest``: the envelope being added), and every dropped envelope is counted and logged
 (throttled, so an outage of hours writes a line every few seconds, not one per envelope).
 
+An envelope can carry *marks* (`Mark`): per source, how far its collection has reached (for
+an OPC UA source, the last source timestamp of every node). They are stored in the same
+transaction as the envelope, so after ``kill -9`` the marks in the file describe exactly what
+the file holds: a restarted agent reads them (`Outbox.marks`) and backfills each node's gap from
+the server's history from there, without losing or repeating a sample.
+
 Sequence numbers are strictly increasing per edge and never reused, including across restarts:
 the server deduplicates on (edge id, seq). A fresh outbox starts at microseconds since the
 epoch (above anything an earlier run used, unless it sent a million envelopes a second or the
@@ -37,7 +43,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -46,6 +52,7 @@ from models.plant import OutboxConfig
 
 __all__ = [
     "Item",
+    "Mark",
     "MemoryOutbox",
     "Outbox",
     "OutboxError",
@@ -80,6 +87,19 @@ class Item:
     @property
     def size(self) -> int:
         return len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """How far one source's collection has reached, as stored with an envelope.
+
+    ``fingerprint`` names the layout ``state`` refers to (for an OPC UA source, a digest of its
+    node addresses in order), so that marks written under another configuration are ignored
+    rather than applied to the wrong nodes; ``state`` is the source's own encoding.
+    """
+
+    fingerprint: str
+    state: bytes
 
 
 def fresh_seq() -> int:
@@ -122,12 +142,20 @@ class Outbox(Protocol):
         """When the oldest waiting envelope was put (epoch seconds), None when empty."""
         ...
 
-    def put(self, topic: str, build: Callable[[int], bytes]) -> Item | None:
+    def put(
+        self, topic: str, build: Callable[[int], bytes], marks: Mapping[str, Mark] | None = None
+    ) -> Item | None:
         """Number, build and store one envelope: ``build(seq)`` returns its bytes.
 
+        ``marks`` (by source id) are stored in the same transaction, also when the drop policy
+        refuses the envelope (its data is then a counted loss, not a gap to fill again).
         Returns the stored item, or None when the drop policy refused it (counted). When
         ``build`` or the store raises, nothing is stored and the number is not used.
         """
+        ...
+
+    def marks(self) -> dict[str, Mark]:
+        """The latest mark of every source, as stored with the envelopes."""
         ...
 
     def peek(self, n: int, after: int = 0) -> list[Item]:
@@ -234,10 +262,14 @@ class MemoryOutbox(_Counted):
         self._last = fresh_seq() if start_seq is None else start_seq
         self._start = self._last
         self._drops = _DropLog("in memory")
+        self._marks: dict[str, Mark] = {}
 
     @property
     def depth(self) -> int:
         return len(self._items)
+
+    def marks(self) -> dict[str, Mark]:
+        return dict(self._marks)
 
     @property
     def oldest_ts(self) -> float | None:
@@ -245,10 +277,14 @@ class MemoryOutbox(_Counted):
             return item.ts
         return None
 
-    def put(self, topic: str, build: Callable[[int], bytes]) -> Item | None:
+    def put(
+        self, topic: str, build: Callable[[int], bytes], marks: Mapping[str, Mark] | None = None
+    ) -> Item | None:
         seq = self._last + 1
         payload = build(seq)
         self._last = seq
+        if marks:
+            self._marks.update(marks)
         item = Item(seq, topic, payload, time.time())
         if item.size > self.max_bytes:
             self._drops.add([seq], f"larger ({item.size} B) than the outbox ({self.max_bytes} B)")
@@ -377,6 +413,10 @@ class SqliteOutbox(_Counted):
             db.execute(
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS marks (source TEXT PRIMARY KEY,"
+                " fingerprint TEXT NOT NULL, state BLOB NOT NULL)"
+            )
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
             db.execute("COMMIT")
             schema = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
@@ -432,7 +472,21 @@ class SqliteOutbox(_Counted):
             self._oldest = None if row is None else float(row[0])
         return self._oldest
 
-    def put(self, topic: str, build: Callable[[int], bytes]) -> Item | None:
+    def marks(self) -> dict[str, Mark]:
+        rows = self._db.execute("SELECT source, fingerprint, state FROM marks").fetchall()
+        return {str(src): Mark(str(fp), bytes(state)) for src, fp, state in rows}
+
+    def _store_marks(self, marks: Mapping[str, Mark] | None) -> None:
+        if marks:
+            self._db.executemany(
+                "INSERT INTO marks VALUES (?, ?, ?) ON CONFLICT(source) DO UPDATE SET "
+                "fingerprint = excluded.fingerprint, state = excluded.state",
+                [(src, m.fingerprint, m.state) for src, m in marks.items()],
+            )
+
+    def put(
+        self, topic: str, build: Callable[[int], bytes], marks: Mapping[str, Mark] | None = None
+    ) -> Item | None:
         seq = self._last + 1
         payload = build(seq)
         item = Item(seq, topic, payload, time.time())
@@ -444,6 +498,7 @@ class SqliteOutbox(_Counted):
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._store_marks(marks)
             if refuse:
                 self._note_drops(1, seq)
                 db.execute("COMMIT")

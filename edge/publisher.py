@@ -26,14 +26,14 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
 from edge.handoff import call_in_loop
-from edge.outbox import Item, MemoryOutbox, Outbox, SqliteOutbox
+from edge.outbox import Item, Mark, MemoryOutbox, Outbox, SqliteOutbox
 from models.batch import Batch, StatsBatch
 from models.messages import Envelope, Kind, Payload
 from models.wire import encode
@@ -194,9 +194,15 @@ class Publisher:
     # -- producer side ----------------------------------------------------------------------
 
     def send(
-        self, topic: str, kind: Kind, items: Sequence[Payload | Batch | StatsBatch]
+        self,
+        topic: str,
+        kind: Kind,
+        items: Sequence[Payload | Batch | StatsBatch],
+        marks: Mapping[str, Mark] | None = None,
     ) -> Envelope | None:
         """Number, encode and store one envelope; returns it. Never blocks.
+
+        ``marks`` are stored with it in one transaction (see `edge.outbox`).
 
         Returns None, counted and logged, when the envelope could not be stored: not
         encodable (``rejected``) or the outbox failed (``store_errors``, part of ``dropped``).
@@ -212,7 +218,7 @@ class Publisher:
             return encode(env)
 
         try:
-            self.outbox.put(topic, build)
+            self.outbox.put(topic, build, marks)
         except (ValueError, TypeError) as e:
             self.rejected += 1
             self._error(f"cannot encode a {kind.value} envelope for {topic}: {e}")

@@ -11,12 +11,11 @@ against what was written:
 * readings: every sample written arrived in a telemetry envelope (value and timestamp).
 
 kill -9 of the agent (``cellwatch edge`` in its own process, restarted on the same outbox
-file) is held to what a process that is killed can promise: every envelope it had committed
-to the outbox arrives unchanged, the restarted agent continues the numbering at the next
-number, every sample written once the restarted agent reports its source connected arrives,
-and the only samples missing from before the kill are those younger than one second (the
-killed process's open window and source queue, which were only in its memory). Samples
-written while no agent runs are not collected: the test server keeps no history to read back.
+file), with the server keeping history of the written nodes: every envelope the killed agent
+had committed to the outbox arrives unchanged, the restarted agent continues the numbering at
+the next number, and every sample written arrives exactly once: those the killed process held
+only in memory (its open window) and those written while no agent ran are read back from the
+server's history, from the mark the outbox stored with the last telemetry it holds.
 
 The subscriber has a persistent session (clean session off, QoS 1) on a broker that keeps
 sessions across its restarts, as a plant's central server would; otherwise what the broker
@@ -41,6 +40,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -329,9 +329,7 @@ def missing_readings(
     the round trip through datetime microseconds, so timestamps match to 2 us; matching by
     rounding to the millisecond instead fails whenever a stamp sits on a rounding boundary."""
     return [
-        w
-        for w in written
-        if not any(abs(ts - w[1]) < 2e-6 for ts in got.get((w[0], w[2]), []))
+        w for w in written if not any(abs(ts - w[1]) < 2e-6 for ts in got.get((w[0], w[2]), []))
     ]
 
 
@@ -546,9 +544,9 @@ class AgentProcess:
 
 
 async def test_kill_9_of_the_agent_mid_stream_then_restart_on_the_same_outbox(
-    rig: dict[str, Any], tmp_path: Path
+    rig: dict[str, Any], ua_server: UaTestServer, tmp_path: Path
 ) -> None:
-    broker, sub, writer = rig["broker"], rig["sub"], rig["writer"]
+    sub = rig["sub"]
     edge_id = rig["edge_id"]
     outbox = Path(rig["cfg"]["edge"]["outbox"]["path"])
     config = tmp_path / "plant.yaml"
@@ -557,6 +555,28 @@ async def test_kill_9_of_the_agent_mid_stream_then_restart_on_the_same_outbox(
 
     def mine() -> list[Envelope]:
         return [e for e in (decode(p) for _, p in sub.messages) if e.edge_id == edge_id]
+
+    # The server keeps history of the written nodes, as a PLC or historian gateway would.
+    for lane in LANES:
+        await ua_server.server.historize_node_data_change(
+            ua_server.nodes[lane], period=timedelta(hours=1)
+        )
+    try:
+        await _kill_and_restart(rig, mine, config, log, outbox, edge_id)
+    finally:
+        for lane in LANES:
+            await ua_server.server.dehistorize_node_data_change(ua_server.nodes[lane])
+
+
+async def _kill_and_restart(
+    rig: dict[str, Any],
+    mine: Any,
+    config: Path,
+    log: Path,
+    outbox: Path,
+    edge_id: str,
+) -> None:
+    broker, sub, writer = rig["broker"], rig["sub"], rig["writer"]
 
     def telemetry() -> int:
         return sum(1 for e in mine() if e.kind is Kind.TELEMETRY)
@@ -613,24 +633,30 @@ async def test_kill_9_of_the_agent_mid_stream_then_restart_on_the_same_outbox(
         assert got.by_seq[seq] == decode(payload), f"stored envelope {seq} changed"
     second = sorted(s for s in got.by_seq if s > committed)
     assert second and second[0] == committed + 1, "the restarted agent did not continue"
-    in_memory = [w for w in missing_readings(writer.written, got.readings) if w[1] < killed_at]
+    lost = missing_readings(writer.written, got.readings)
     down = [w for w in writer.written if killed_at <= w[1] < flowing_at]
-    after = [w for w in writer.written if w[1] >= flowing_at]
-    lost_after = missing_readings(after, got.readings)
+    twice = [(k, ts) for k, ts in got.readings.items() if len(ts) > 1]  # once per seq
+    backfilled = [
+        r
+        for e in got.by_seq.values()
+        if e.kind is Kind.TELEMETRY
+        for r in e.items
+        if isinstance(r, Reading) and r.backfilled
+    ]
     print(
         f"\nkill -9: {len(stored)} envelopes were in the outbox at the kill and all arrived; "
         f"{last - first + 1} envelopes, seq continued at {committed + 1}; "
-        f"{len(in_memory)} samples were in the killed agent's memory (last window), "
-        f"{len(down)} written while no agent ran (no HistoryRead here), "
-        f"restart -> source flowing {flowing_at - restarted_at:.1f} s, "
-        f"lost after the restart {len(lost_after)}, re-sends {got.copies}"
+        f"{len(down)} samples written while no agent ran and {len(backfilled)} read back from "
+        f"history; restart -> source flowing {flowing_at - restarted_at:.1f} s; "
+        f"{len(writer.written)} samples, lost {len(lost)}, duplicated {len(twice)}, "
+        f"re-sends {got.copies}"
     )
-    # Only what the killed process held in memory can be missing: its last window or two.
-    assert all(w[1] > killed_at - 1.0 for w in in_memory), in_memory[:3]
-    assert lost_after == [], (
-        f"{lost_after[:4]}; killed {killed_at:.3f}, restarted {restarted_at:.3f}, "
+    assert down, "nothing was written while no agent ran: the gap was not tested"
+    assert lost == [], (
+        f"{lost[:4]}; killed {killed_at:.3f}, restarted {restarted_at:.3f}, "
         f"flowing {flowing_at:.3f}, last written {writer.written[-1][1]:.3f}"
     )
+    assert twice == [], twice[:4]
 
 
 # -- what the forwarder refuses to store ------------------------------------------------------

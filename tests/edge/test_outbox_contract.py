@@ -19,7 +19,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.outbox import Item, MemoryOutbox, Outbox, OutboxError, SqliteOutbox, open_outbox
+from edge.outbox import (
+    Item,
+    Mark,
+    MemoryOutbox,
+    Outbox,
+    OutboxError,
+    SqliteOutbox,
+    open_outbox,
+)
 from models.configfile import ConfigError, parse_plant
 from models.plant import OutboxConfig
 
@@ -141,6 +149,29 @@ def test_the_count_bound_applies_like_the_byte_bound(make: Make, drop: str) -> N
     assert (box.depth, box.dropped) == (3, 2)
 
 
+def test_marks_go_with_their_envelope_and_the_latest_per_source_wins(make: Make) -> None:
+    box = make(max_bytes=100, drop="newest")
+    assert box.marks() == {}
+    a1, b1, a2 = Mark("fa", b"1"), Mark("fb", b"2"), Mark("fa", b"3")
+    box.put("t/a", lambda seq: body(seq), {"a": a1, "b": b1})
+    put(box)  # no marks: the stored ones stay
+    assert box.marks() == {"a": a1, "b": b1}
+    # Refused by the drop policy: its data is a counted loss, and the mark still moves on.
+    assert box.put("t/a", lambda seq: body(seq, 101), {"a": a2}) is None
+    assert box.marks() == {"a": a2, "b": b1}
+
+
+def test_a_failing_build_stores_no_mark(make: Make) -> None:
+    box = make()
+
+    def fail(seq: int) -> bytes:
+        raise ValueError("cannot encode")
+
+    with pytest.raises(ValueError):
+        box.put("t/a", fail, {"a": Mark("f", b"x")})
+    assert box.marks() == {}
+
+
 @pytest.mark.parametrize("drop", ["oldest", "newest"])
 def test_an_envelope_larger_than_the_outbox_is_refused_not_emptying_it(
     make: Make, drop: str
@@ -252,6 +283,19 @@ def test_a_reopened_file_keeps_what_waits_and_continues_the_numbers(tmp_path: Pa
         assert put(again).seq == items[-1].seq + 1
     finally:
         again.close()
+
+
+def test_a_reopened_file_keeps_the_marks_stored_with_its_envelopes(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = SqliteOutbox(path)
+    box.put("t/a", lambda seq: body(seq), {"opc": Mark("f1", bytes(range(16)))})
+    box.ack([it.seq for it in box.peek(10)])  # acknowledged: the mark is about collection
+    box.close()
+    box = SqliteOutbox(path)
+    try:
+        assert box.marks() == {"opc": Mark("f1", bytes(range(16)))}
+    finally:
+        box.close()
 
 
 def test_numbers_continue_after_everything_was_acknowledged(tmp_path: Path) -> None:
