@@ -25,7 +25,10 @@ read back from the server's history from their last source timestamp on. Live no
 a node are held until its history is in, then released without the samples history already
 gave, so the gap is filled in order, without duplicates; backfilled readings are marked and
 counted in ``backfilled``. A new subscription's initial value that repeats the last sample is
-dropped for the same reason.
+dropped for the same reason. Across a restart of the agent the last source timestamps come
+from the outbox: `mark` is stored with the station's telemetry in one transaction and
+`resume` reads it back, so even after ``kill -9`` the gap starts exactly after the last sample
+the outbox holds.
 
 Failures are logged with the source id and endpoint (the same reason once, then every minute
 while it lasts), shown in `status()`, and never end the source.
