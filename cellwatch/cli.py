@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cellwatch.errors import CliError
 from models.configfile import ConfigError, parse_plant
@@ -28,6 +29,8 @@ EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "plant.example
 #: The scenario the demo's simulator plays by default.
 DEMO_SCENARIO = Path(__file__).resolve().parents[1] / "config" / "scenarios" / "demo.yaml"
 
+T = TypeVar("T")
+
 
 def load_config(path: Path) -> PlantConfig:
     """Read and validate a plant file; raises `ConfigError` or `CliError`."""
@@ -38,14 +41,15 @@ def load_config(path: Path) -> PlantConfig:
     return parse_plant(text, str(path))
 
 
-async def run_until_signal(body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``body(stop)``; SIGINT and SIGTERM set ``stop`` so the body can shut down cleanly."""
+async def run_until_signal(body: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run ``body(stop)`` and return its result; SIGINT and SIGTERM set ``stop`` so the body can
+    shut down cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await body(stop)
+        return await body(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

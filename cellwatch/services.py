@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from cellwatch.errors import CliError
 from models.plant import PlantConfig
@@ -37,6 +38,8 @@ async def run_sim(args: argparse.Namespace, stop: asyncio.Event) -> None:
         except OSError as e:
             raise CliError(f"cannot read scenario {path}: {e.strerror or e}") from None
         scenario = parse_scenario(text, str(path))
+    # Keyword arguments of Simulator, of several types.
+    options: dict[str, Any]
     if scenario is not None:
         options = {
             "seed": scenario.seed if args.seed is None else args.seed,

@@ -60,7 +60,10 @@ class EdgeAgent:
         broker = cfg.broker
         password = broker.password.get_secret_value() if broker.password is not None else None
         edge_id = cfg.edge.id
-        self.sources: list[QueuedSource] = [OpcUaSource(s) for s in cfg.sources.opcua]
+        # The concrete classes, not QueuedSource: each is also an async context manager.
+        self.sources: list[OpcUaSource | MqttSource | SparkplugSource] = [
+            OpcUaSource(s) for s in cfg.sources.opcua
+        ]
         self.sources += [
             MqttSource(
                 s,

@@ -155,16 +155,16 @@ class LoopDriver:
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to serve
                 loop.call_soon_threadsafe(fn, *args)
 
-    def _on_open(self, _c: mqtt.Client, _u: Any, sock: socket.socket) -> None:
+    def _on_open(self, _c: mqtt.Client, _u: Any, sock: mqtt.SocketLike) -> None:
         self._on_loop(self._watch, sock)
 
-    def _on_close(self, _c: mqtt.Client, _u: Any, sock: socket.socket) -> None:
+    def _on_close(self, _c: mqtt.Client, _u: Any, sock: mqtt.SocketLike) -> None:
         self._on_loop(self._unwatch, sock)
 
-    def _on_want_write(self, _c: mqtt.Client, _u: Any, sock: socket.socket) -> None:
+    def _on_want_write(self, _c: mqtt.Client, _u: Any, sock: mqtt.SocketLike) -> None:
         self._on_loop(self._want_write, sock)
 
-    def _on_no_write(self, _c: mqtt.Client, _u: Any, sock: socket.socket) -> None:
+    def _on_no_write(self, _c: mqtt.Client, _u: Any, sock: mqtt.SocketLike) -> None:
         self._on_loop(self._no_write, sock)
 
     # -- the loop thread ----------------------------------------------------------------------

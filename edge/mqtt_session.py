@@ -325,7 +325,9 @@ class MqttSession:
         self._down(f"disconnected: {rc}")
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._message(msg.topic, msg.payload, time.time())
+        # paho types payload bytes | bytearray; a received one is bytes, which bytes() returns
+        # as is (a bytearray could not be hashed for the duplicate check).
+        self._message(msg.topic, bytes(msg.payload), time.time())
 
     # -- event loop ---------------------------------------------------------------------------
 

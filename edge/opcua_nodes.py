@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from asyncua import Client, ua
 
@@ -59,6 +59,15 @@ _LIMIT_NODES = {
 T = TypeVar("T")
 
 
+def _numeric(identifier: int) -> ua.NodeId:
+    """A namespace-0 NodeId from a plain int such as ``ua.ObjectIds.ObjectsFolder``.
+
+    asyncua annotates ``NodeId.Identifier`` with its wire marker class ``ua.Int32`` but takes
+    plain ints (as it does itself); the cast only tells mypy so.
+    """
+    return ua.NodeId(cast(ua.Int32, identifier))
+
+
 @dataclass(frozen=True, slots=True)
 class OperationLimits:
     """Nodes per call for the services the source uses (already capped by ``batch_size``).
@@ -88,7 +97,7 @@ async def read_limits(client: Client, cap: int) -> OperationLimits:
     params = ua.ReadParameters()
     for nid in _LIMIT_NODES.values():
         rv = ua.ReadValueId()
-        rv.NodeId = ua.NodeId(nid)
+        rv.NodeId = _numeric(nid)
         rv.AttributeId = ua.AttributeIds.Value
         params.NodesToRead.append(rv)
     published: dict[str, int | None] = dict.fromkeys(_LIMIT_NODES)
@@ -98,7 +107,10 @@ async def read_limits(client: Client, cap: int) -> OperationLimits:
         log.info("server %s publishes no OperationLimits (%s)", client.server_url.geturl(), e)
         results = []
     for name, dv in zip(_LIMIT_NODES, results, strict=False):
-        value = dv.Value.Value if dv.StatusCode.is_good() and dv.Value is not None else None
+        # A DataValue without a StatusCode is Good (OPC UA Part 4, 7.11); asyncua decodes one
+        # as Good already, but its field admits None.
+        good = dv.StatusCode is None or dv.StatusCode.is_good()
+        value = dv.Value.Value if good and dv.Value is not None else None
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             published[name] = value
 
@@ -146,12 +158,14 @@ def _node_id(text: str, default_ns: int, namespaces: list[str]) -> ua.NodeId:
 def _browse_path(path: str, ns: int) -> ua.BrowsePath:
     """A browse path from the Objects folder, one hierarchical step per ``/``-separated name."""
     bp = ua.BrowsePath()
-    bp.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+    bp.StartingNode = _numeric(ua.ObjectIds.ObjectsFolder)
     for part in (p for p in path.split("/") if p):
         el = ua.RelativePathElement()
-        el.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
-        el.IsInverse = False
-        el.IncludeSubtypes = True
+        el.ReferenceTypeId = _numeric(ua.ObjectIds.HierarchicalReferences)
+        # asyncua annotates these flags with its marker class ua.Boolean, which cannot
+        # subclass bool; its encoder takes plain bools.
+        el.IsInverse = cast(ua.Boolean, False)
+        el.IncludeSubtypes = cast(ua.Boolean, True)
         el.TargetName = ua.QualifiedName(part, ns)
         bp.RelativePath.Elements.append(el)
     return bp

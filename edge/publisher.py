@@ -15,8 +15,11 @@ and after a reconnect paho first re-sends those that were in flight (the same me
 flagged as duplicates); new ones follow only when all of those are acknowledged. Should that
 not happen within ``resend_timeout_s`` the forwarder publishes them again itself.
 
-paho's network thread only schedules callbacks onto the event loop; all bookkeeping, and every
-call into the outbox, happens on the loop.
+paho's network I/O runs on the event loop (`edge.mqtt_loop.LoopDriver`), as the MQTT sources'
+does: no network thread competes with collection for the interpreter, a PUBACK is handled
+where it is read, and all bookkeeping, and every call into the outbox, happens on the loop.
+Connection attempts run in a worker thread with a backoff of one second doubling up to
+``max_retry_s``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from edge.handoff import call_in_loop
+from edge.mqtt_loop import LoopDriver
 from edge.outbox import Item, Mark, MemoryOutbox, Outbox, SqliteOutbox
 from models.batch import Batch, StatsBatch
 from models.messages import Envelope, Kind, Payload
@@ -114,15 +117,15 @@ class Publisher:
         self._drain_s = drain_s
         self._empty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._max_retry_s = max_retry_s
+        self._driver: LoopDriver | None = None
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"cellwatch-{edge_id}-pub"
         )
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(self._inflight_max)
-        self._client.reconnect_delay_set(min_delay=min(1, max_retry_s), max_delay=max_retry_s)
         self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
 
@@ -158,7 +161,13 @@ class Publisher:
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         self._client.connect_async(self._host, self._port, self._keepalive)
-        self._client.loop_start()
+        self._driver = LoopDriver(
+            self._client,
+            self._connect_failed,
+            min_retry_s=min(1.0, self._max_retry_s),
+            max_retry_s=self._max_retry_s,
+        )
+        self._driver.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -170,9 +179,10 @@ class Publisher:
         self.connected = False
         if self._held_timer is not None:
             self._held_timer.cancel()
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
-        self._flush_acks()  # PUBACKs that arrived while disconnecting
+        if self._driver is not None:
+            await self._driver.stop()  # DISCONNECT if connected, then the socket is closed
+            self._driver = None
+        self._flush_acks()  # PUBACKs read before the socket closed
         if self.pending:
             if isinstance(self.outbox, SqliteOutbox):
                 log.info(
@@ -270,22 +280,21 @@ class Publisher:
             return False
         return True
 
-    # -- paho thread: hand everything to the loop ------------------------------------------
-
-    def _call(self, fn: Any, *args: Any) -> None:
-        call_in_loop(self._loop, fn, *args)
+    # -- paho's callbacks (on the loop, from `LoopDriver`) ----------------------------------
 
     def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self._call(self._connected, not rc.is_failure, str(rc))
+        if not rc.is_failure and self._driver is not None:
+            self._driver.mark_connected()
+        self._connected(not rc.is_failure, str(rc))
 
-    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
-        self._call(self._connected, False, f"cannot connect to {self._host}:{self._port}")
+    def _connect_failed(self, why: str) -> None:
+        self._connected(False, f"cannot connect to {self._host}:{self._port}: {why}")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self._call(self._connected, False, f"disconnected: {rc}")
+        self._connected(False, f"disconnected: {rc}")
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        self._call(self._acked_mid, mid)
+        self._acked_mid(mid)
 
     # -- event loop -------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ def _objects(
 ) -> tuple[np.ndarray, np.ndarray]:
     n = len(col)
     present = np.zeros(n, dtype=bool)
-    out = np.zeros(n, dtype=_NUMPY[kind])
+    out: np.ndarray = np.zeros(n, dtype=_NUMPY[kind])
     for i, v in enumerate(col.tolist()):
         if isinstance(v, np.generic):
             v = v.item()

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -186,7 +186,7 @@ class SeriesFile:
         db.executemany(sql, zip(*cols, strict=True))
         return int(rows.size)
 
-    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only SQL query (the report queries use this)."""
         with self._lock:
             if self._db is None:
@@ -209,7 +209,7 @@ class SeriesFile:
                 yield _frame(m, chunk)
 
 
-def _frame(m: Measurement, rows: list[tuple]) -> Frame:
+def _frame(m: Measurement, rows: list[tuple[Any, ...]]) -> Frame:
     cols = list(zip(*rows, strict=True))
     nt = len(m.tags)
     tags = {k: np.asarray(cols[1 + j], dtype=str) for j, k in enumerate(m.tags)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
@@ -25,6 +26,9 @@ from server.sink import Batch, SinkRefused, SinkRetry, SinkTooLarge, retry_after
 __all__ = ["Influx2Sink", "bucket_of"]
 
 log = logging.getLogger("cellwatch.server.influx2")
+#: Nanosecond precision. influxdb_client annotates ``write_precision`` as WritePrecision, yet
+#: the values it takes are that class's plain string constants ("ns").
+_NS = cast(WritePrecision, WritePrecision.NS)
 
 
 def bucket_of(cfg: InfluxConfig) -> str:
@@ -75,9 +79,7 @@ class Influx2Sink:
     def _write(self, body: bytes) -> None:
         if self._api is None:
             raise SinkRetry("the InfluxDB 2.x sink is not open")
-        self._api.write(
-            bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS
-        )
+        self._api.write(bucket=self.bucket, org=self.org, record=body, write_precision=_NS)
 
     async def write(self, batch: Batch) -> None:
         try:

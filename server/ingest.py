@@ -201,7 +201,8 @@ class Ingest:
         client.on_message = self._on_message
         host, port = url.hostname or "127.0.0.1", url.port or 1883
         if self.mqtt5:
-            props = Properties(PacketTypes.CONNECT)
+            # paho's Properties.__init__ has no annotations.
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             props.ReceiveMaximum = self.max_unacked
             client.connect_async(

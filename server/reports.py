@@ -138,7 +138,8 @@ class InfluxQLReports:
         result = r.json()["results"][0]
         if "error" in result:
             raise ReportError(f"{q}: {result['error']}")
-        return result.get("series", [])
+        series: list[dict[str, Any]] = result.get("series", [])
+        return series
 
     @staticmethod
     def _where(start_ns: int, end_ns: int) -> str:
@@ -195,10 +196,10 @@ class SqliteReports:
     def __init__(self, series: SeriesFile) -> None:
         self.series = series
 
-    async def _rows(self, sql: str, start_ns: int, end_ns: int) -> list[tuple]:
+    async def _rows(self, sql: str, start_ns: int, end_ns: int) -> list[tuple[Any, ...]]:
         return await asyncio.to_thread(self.series.query, sql, (int(start_ns), int(end_ns)))
 
-    async def _cells(self, start_ns: int, end_ns: int) -> list[tuple]:
+    async def _cells(self, start_ns: int, end_ns: int) -> list[tuple[Any, ...]]:
         return await self._rows(
             "SELECT line, count(cell_id), count(CASE WHEN good = 1 THEN cell_id END) "
             "FROM cell WHERE time >= ? AND time < ? GROUP BY line ORDER BY line",

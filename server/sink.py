@@ -60,10 +60,10 @@ class Batch:
             return Batch(frames=tuple(first)), Batch(frames=tuple(second))
         lines = self.body.split(b"\n")[: self.lines]
         mid = self.lines // 2
-        first, second = lines[:mid], lines[mid:]
+        head, tail = lines[:mid], lines[mid:]
         return (
-            Batch(b"".join(x + b"\n" for x in first), len(first)),
-            Batch(b"".join(x + b"\n" for x in second), len(second)),
+            Batch(b"".join(x + b"\n" for x in head), len(head)),
+            Batch(b"".join(x + b"\n" for x in tail), len(tail)),
         )
 
 

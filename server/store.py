@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 from models.messages import Detection, SeriesKey
 from server.alerts import Alert, AlertStatus
@@ -79,7 +80,7 @@ _ALERT_COLUMNS = (
 )
 
 
-def _alert(row: tuple) -> Alert:
+def _alert(row: tuple[Any, ...]) -> Alert:
     return Alert(
         id=row[0],
         key=SeriesKey(row[1], row[2], row[3], row[4]),

@@ -338,7 +338,9 @@ class SeriesWriter:
     def _delay(self, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.retry_after_max_s)
-        base = min(self.retry_max_s, self.retry_min_s * 2 ** (self._failures - 1))
+        # The exponent is capped where a float still holds 2.0 ** n: past it (after ~1000
+        # failures in a row) the backoff raised OverflowError and stopped the writer.
+        base = min(self.retry_max_s, self.retry_min_s * 2.0 ** min(self._failures - 1, 1023))
         return base * random.uniform(0.8, 1.2)
 
     async def _wait_for_work(self) -> None:

@@ -648,7 +648,7 @@ class FormationModel:
             "cell_temperature": rng.normal(CELL_TEMPERATURE.mean, CELL_TEMPERATURE.sigma, shape),
         }
         if self._injector.faults:
-            centers = {
+            centers: dict[str, npt.ArrayLike] = {
                 "voltage": voltage,
                 "current": current,
                 "capacity": capacity,

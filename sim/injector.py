@@ -73,7 +73,7 @@ class Injector:
         return target.cabinet - 1, target.channel - 1
 
     def apply(
-        self, ts: float, values: _Arrays, centers: Mapping[str, object]
+        self, ts: float, values: _Arrays, centers: Mapping[str, npt.ArrayLike]
     ) -> npt.NDArray[np.bool_]:
         """Change ``values`` in place for the faults active at epoch ``ts``; return the mask of
         cells whose status is bad. ``centers`` holds each parameter's noise-free value (an array
@@ -108,8 +108,8 @@ class Injector:
             elif kind == "linear_drift":
                 x[row, col] += m * sigma * (t_rel - fault.start_s) / 60.0
             elif kind == "variance_increase":
-                center = float(np.broadcast_to(centers[param], self.shape)[row, col])
-                x[row, col] = center + (x[row, col] - center) * m
+                c = float(np.broadcast_to(centers[param], self.shape)[row, col])
+                x[row, col] = c + (x[row, col] - c) * m
             elif kind == "stuck":
                 x[row, col] = self._stuck.setdefault(n, float(x[row, col]))
             elif kind == "dropout":

@@ -45,6 +45,7 @@ import socket
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -105,9 +106,23 @@ _FORMATION_VARIABLES = (
 _ARRAY_SUFFIX = "Array"
 #: AddNodes items per call while building; between calls the event loop gets a turn.
 _BATCH = 3000
-_GOOD = ua.StatusCode(ua.StatusCodes.Good)
-_BAD = ua.StatusCode(ua.StatusCodes.BadSensorFailure)
+# asyncua annotates its dataclass fields with marker classes for the wire encoding
+# (ua.UInt32, ua.Int16, ua.Int32, ua.String, ua.DateTime) but takes plain ints, strs and
+# datetimes, and builds its own values from them; the casts here and in _node_id and _ua_time
+# only tell mypy so, nothing is converted.
+_GOOD = ua.StatusCode(cast(ua.UInt32, ua.StatusCodes.Good))
+_BAD = ua.StatusCode(cast(ua.UInt32, ua.StatusCodes.BadSensorFailure))
 _DOUBLE = ua.VariantType.Double
+
+
+def _node_id(identifier: int | str, ns: int = 0) -> ua.NodeId:
+    """A NodeId from a plain int (``ua.ObjectIds.*``) or string identifier."""
+    return ua.NodeId(cast("ua.Int32 | ua.String", identifier), cast(ua.Int16, ns))
+
+
+def _ua_time(dt: datetime) -> ua.DateTime:
+    """``dt`` as a DataValue timestamp (the same object)."""
+    return cast(ua.DateTime, dt)
 
 
 def _unit_id(unit: str) -> int:
@@ -306,7 +321,10 @@ class CoaterServer:
             await server.write_attribute_value(
                 self._roll,
                 _ScalarValue(
-                    Value=roll, StatusCode=_GOOD, SourceTimestamp=source, ServerTimestamp=server_ts
+                    Value=roll,
+                    StatusCode=_GOOD,
+                    SourceTimestamp=_ua_time(source),
+                    ServerTimestamp=_ua_time(server_ts),
                 ),
             )
             await server.write_attribute_value(
@@ -339,8 +357,8 @@ class CoaterServer:
                 ua.DataValue(
                     Value=variant,
                     StatusCode=_GOOD,
-                    SourceTimestamp=source,
-                    ServerTimestamp=server_ts,
+                    SourceTimestamp=_ua_time(source),
+                    ServerTimestamp=_ua_time(server_ts),
                 ),
             )
         await self._tick_clock(server, server_ts)
@@ -404,8 +422,8 @@ class CoaterServer:
                 dv = _ScalarValue(
                     Value=ua.Variant(values[cab], _DOUBLE, is_array=True),
                     StatusCode=_GOOD,
-                    SourceTimestamp=source,
-                    ServerTimestamp=server_ts,
+                    SourceTimestamp=_ua_time(source),
+                    ServerTimestamp=_ua_time(server_ts),
                 )
                 await write(node, dv)
 
@@ -431,8 +449,8 @@ class CoaterServer:
             dv = _ScalarValue(
                 Value=ua.Variant(value, _DOUBLE),
                 StatusCode=_GOOD,
-                SourceTimestamp=stamp,
-                ServerTimestamp=server_ts,
+                SourceTimestamp=_ua_time(stamp),
+                ServerTimestamp=_ua_time(server_ts),
             )
             await write(node, dv)
 
@@ -444,16 +462,16 @@ class CoaterServer:
     @staticmethod
     async def _advance_clock(server: Server, now: datetime) -> None:
         """Set ServerStatus.CurrentTime (the structure and its component variable) to ``now``."""
-        status_node = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus))
+        status_node = server.get_node(_node_id(ua.ObjectIds.Server_ServerStatus))
         status = await status_node.read_value()
         if status is not None:
             await status_node.write_value(dataclasses.replace(status, CurrentTime=now))
-        time_node = server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime))
+        time_node = server.get_node(_node_id(ua.ObjectIds.Server_ServerStatus_CurrentTime))
         await time_node.write_value(now, ua.VariantType.DateTime)
 
     def _build(self) -> None:
         """Queue the AddNodes items of the whole address space in ``self._items``."""
-        objects = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+        objects = _node_id(ua.ObjectIds.ObjectsFolder)
         line = self._object(objects, "Line1", "Line1", organizes=True)
         coater = self._object(line, "Line1.Coater", "Coater")
         self._weights = []
@@ -528,7 +546,7 @@ class CoaterServer:
         self, parent: ua.NodeId, node_id: str, name: str, organizes: bool = False
     ) -> ua.NodeId:
         """Queue an object (a folder's child is Organized, an object's a component)."""
-        nodeid = ua.NodeId(node_id, self._ns)
+        nodeid = _node_id(node_id, self._ns)
         attrs = ua.ObjectAttributes(
             DisplayName=ua.LocalizedText(name),
             Description=ua.LocalizedText(name),
@@ -540,12 +558,12 @@ class CoaterServer:
         self._items.append(
             ua.AddNodesItem(
                 ParentNodeId=parent,
-                ReferenceTypeId=ua.NodeId(reference),
+                ReferenceTypeId=_node_id(reference),
                 RequestedNewNodeId=nodeid,
                 BrowseName=ua.QualifiedName(name, self._ns),
                 NodeClass=ua.NodeClass.Object,
                 NodeAttributes=attrs,
-                TypeDefinition=ua.NodeId(ua.ObjectIds.BaseObjectType),
+                TypeDefinition=_node_id(ua.ObjectIds.BaseObjectType),
             )
         )
         return nodeid
@@ -614,14 +632,15 @@ class CoaterServer:
     ) -> ua.NodeId:
         """Queue a read-only variable; ``property_of`` makes it a property of ``parent``, with
         its browse name in namespace 0."""
-        nodeid = ua.NodeId(node_id, self._ns)
+        nodeid = _node_id(node_id, self._ns)
         attrs = ua.VariableAttributes(
             DisplayName=ua.LocalizedText(name),
             Description=ua.LocalizedText(name),
             Value=value,
-            DataType=ua.NodeId(datatype),
+            DataType=_node_id(datatype),
             ValueRank=rank,
-            ArrayDimensions=dims,
+            # None (a scalar) is encoded as a null array; asyncua's annotation omits None.
+            ArrayDimensions=dims,  # type: ignore[arg-type]
             AccessLevel=ua.AccessLevel.CurrentRead.mask,
             UserAccessLevel=ua.AccessLevel.CurrentRead.mask,
             WriteMask=0,
@@ -635,12 +654,12 @@ class CoaterServer:
         self._items.append(
             ua.AddNodesItem(
                 ParentNodeId=parent,
-                ReferenceTypeId=ua.NodeId(reference),
+                ReferenceTypeId=_node_id(reference),
                 RequestedNewNodeId=nodeid,
                 BrowseName=ua.QualifiedName(name, 0 if property_of else self._ns),
                 NodeClass=ua.NodeClass.Variable,
                 NodeAttributes=attrs,
-                TypeDefinition=ua.NodeId(typedef),
+                TypeDefinition=_node_id(typedef),
             )
         )
         return nodeid
@@ -650,6 +669,6 @@ def _value(value: float, source: datetime, server_ts: datetime, bad: bool = Fals
     return _ScalarValue(
         Value=ua.Variant(float(value), _DOUBLE),
         StatusCode=_BAD if bad else _GOOD,
-        SourceTimestamp=source,
-        ServerTimestamp=server_ts,
+        SourceTimestamp=_ua_time(source),
+        ServerTimestamp=_ua_time(server_ts),
     )

@@ -122,6 +122,24 @@ async def test_backoff_doubles_without_retry_after() -> None:
     assert np.all(gaps >= 0.8 * expected) and np.all(gaps < 1.2 * expected + 0.1)
 
 
+async def test_a_long_outage_does_not_stop_the_writer() -> None:
+    # 1,100 failed rounds in a row (about 9 hours at the default 30 s maximum): the backoff's
+    # 2 ** 1024 once overflowed a float here and ended the writer's task for good.
+    failures = 1100
+
+    async def down(batch: Batch) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise SinkRetry("ConnectError: refused")
+
+    sink = FunctionSink(down)
+    async with SeriesWriter(sink, flush_interval_s=0.01, retry_min_s=0.0, retry_max_s=0.0) as w:
+        ticket = w.add([telemetry(3)])
+        await until(lambda: ticket.done, 10, "the write after the outage")
+    assert (w.points_written, len(sink.calls)) == (3, 1101)
+
+
 async def test_too_large_halves_the_batch_until_it_fits() -> None:
     stored: list[int] = []
 
