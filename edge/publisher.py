@@ -269,6 +269,11 @@ class Publisher:
         for item in batch:
             if not self._publish(item):
                 break
+        if batch:
+            # Out now, not on the loop's next turn: paho only queues the packets and asks for
+            # a writable socket, and a turn can hold a window or a burst of reads. What the
+            # socket does not take is written when it is writable again.
+            self._client.loop_write()
 
     def _publish(self, item: Item) -> bool:
         info = self._client.publish(item.topic, item.payload, qos=1)
