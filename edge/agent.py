@@ -64,26 +64,18 @@ class EdgeAgent:
         self.sources: list[OpcUaSource | MqttSource | SparkplugSource] = [
             OpcUaSource(s) for s in cfg.sources.opcua
         ]
+        # MQTT and Sparkplug B sources share the broker's credentials, one client id each.
+        login: dict[str, Any] = {
+            "username": broker.username,
+            "password": password,
+            "keepalive_s": broker.keepalive_s,
+        }
         self.sources += [
-            MqttSource(
-                s,
-                broker.url,
-                username=broker.username,
-                password=password,
-                client_id=f"cellwatch-{edge_id}-{s.id}",
-                keepalive_s=broker.keepalive_s,
-            )
+            MqttSource(s, broker.url, client_id=f"cellwatch-{edge_id}-{s.id}", **login)
             for s in cfg.sources.mqtt
         ]
         self.sources += [
-            SparkplugSource(
-                s,
-                broker.url,
-                username=broker.username,
-                password=password,
-                client_id=f"cellwatch-{edge_id}-{s.id}",
-                keepalive_s=broker.keepalive_s,
-            )
+            SparkplugSource(s, broker.url, client_id=f"cellwatch-{edge_id}-{s.id}", **login)
             for s in cfg.sources.sparkplug
         ]
         # The publisher owns the outbox and closes it when the agent is left.
@@ -227,11 +219,10 @@ class EdgeAgent:
     def _window(self) -> None:
         # Everything the sources emitted goes into this window, so that each OPC UA source's
         # mark, stored with the station's telemetry, covers exactly what that envelope holds.
+        marks: dict[tuple[str, str], dict[str, Mark]] = defaultdict(dict)
         for src in self.sources:
             for batch in src.drain_batches():
                 self.accept_batch(batch)
-        marks: dict[tuple[str, str], dict[str, Mark]] = defaultdict(dict)
-        for src in self.sources:
             if isinstance(src, OpcUaSource) and (mark := src.mark()) is not None:
                 marks[(src.cfg.line, src.cfg.station)][src.id] = mark
         frames = self.framer.cut()

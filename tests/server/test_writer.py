@@ -103,16 +103,21 @@ async def test_retry_after_is_honoured_and_points_are_kept() -> None:
     assert (w.points_written, w.write_errors, w.pending) == (10, 2, 0)
 
 
-async def test_backoff_doubles_without_retry_after() -> None:
-    failures = 4
+def refusing(failures: int) -> FunctionSink:
+    """A sink that refuses its first ``failures`` writes as a store that is down would."""
+    left = failures
 
     async def down(batch: Batch) -> None:
-        nonlocal failures
-        if failures:
-            failures -= 1
+        nonlocal left
+        if left:
+            left -= 1
             raise SinkRetry("ConnectError: refused")
 
-    sink = FunctionSink(down)
+    return FunctionSink(down)
+
+
+async def test_backoff_doubles_without_retry_after() -> None:
+    sink = refusing(4)
     async with SeriesWriter(sink, flush_interval_s=0.01, retry_min_s=0.05, retry_max_s=1) as w:
         ticket = w.add([telemetry(3)])
         await until(lambda: ticket.done, 5, "the write after the outage")
@@ -125,15 +130,7 @@ async def test_backoff_doubles_without_retry_after() -> None:
 async def test_a_long_outage_does_not_stop_the_writer() -> None:
     # 1,100 failed rounds in a row (about 9 hours at the default 30 s maximum): the backoff's
     # 2 ** 1024 once overflowed a float here and ended the writer's task for good.
-    failures = 1100
-
-    async def down(batch: Batch) -> None:
-        nonlocal failures
-        if failures:
-            failures -= 1
-            raise SinkRetry("ConnectError: refused")
-
-    sink = FunctionSink(down)
+    sink = refusing(1100)
     async with SeriesWriter(sink, flush_interval_s=0.01, retry_min_s=0.0, retry_max_s=0.0) as w:
         ticket = w.add([telemetry(3)])
         await until(lambda: ticket.done, 10, "the write after the outage")
